@@ -1,0 +1,404 @@
+"""Per-layer kernel choice for ``sparsefx::tile_linear`` on CUDA, with dense fallback.
+
+Why measure instead of model: whether a tile layer beats cuBLAS depends on its shape,
+its per-tile density profile and the GPU, and the margin is often small (BERT-size
+layers, low sparsity). So the first time a layer's shape is seen, :func:`decide` times
+every candidate kernel configuration and the dense path (cuBLAS on the unpacked weight)
+at the real shape and keeps the fastest. A sparse kernel that is not faster than dense
+is never used.
+
+Decisions are keyed by GPU name, shape (M, K, N, G), dtype, layout, epilogue and a hash
+of the per-tile density profile, kept in memory and persisted as JSON in
+``$SPARSEFX_CACHE_DIR/tile_decisions.json`` (default ``~/.cache/sparsefx/``) so a later
+process reuses them without timing. :func:`decisions` lists every decision used by this
+process (for the pass log: per layer sparse ms, dense ms, choice).
+
+This module needs triton only inside the functions that launch kernels; it is imported
+by :mod:`sparsefx.runtime.cuda` only after triton was found.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from sparsefx.patterns.tile import unpack_tensors
+from sparsefx.runtime.cuda.plan import TilePlan, get_plan
+from sparsefx.runtime.cuda.triton_tile import TileConfig, launch_tile_kernel
+from sparsefx.runtime.ops import _check_tile_args, apply_activation
+
+#: bump when kernels change so stale on-disk decisions are not reused
+KERNEL_VERSION = "tile-triton-v1"
+CACHE_ENV = "SPARSEFX_CACHE_DIR"
+_SUPPORTED = (torch.float16, torch.bfloat16)
+
+
+# --------------------------------------------------------------------------- decisions
+@dataclass
+class Decision:
+    """The kernel chosen for one layer shape, with the times that justified it."""
+
+    key: str
+    choice: str                         # "sparse" or "dense"
+    sparse_ms: Optional[float]          # best sparse candidate (None: none ran)
+    dense_ms: Optional[float]
+    config: Optional[TileConfig]        # best sparse config (also kept when dense wins)
+    shape: dict = field(default_factory=dict)
+    candidates: list = field(default_factory=list)   # [(config dict, ms)]
+    measured: bool = True               # False: default taken without timing
+
+    @property
+    def speedup(self) -> Optional[float]:
+        """dense time / time of the chosen path (≥ 1 whenever measured)."""
+        if not self.sparse_ms or not self.dense_ms:
+            return None
+        return self.dense_ms / (self.sparse_ms if self.choice == "sparse" else self.dense_ms)
+
+    def to_dict(self) -> dict:
+        return {"key": self.key, "choice": self.choice, "sparse_ms": self.sparse_ms,
+                "dense_ms": self.dense_ms,
+                "config": None if self.config is None else self.config.to_dict(),
+                "shape": self.shape, "candidates": self.candidates,
+                "measured": self.measured}
+
+    @staticmethod
+    def from_dict(d: dict) -> "Decision":
+        cfg = d.get("config")
+        return Decision(key=d["key"], choice=d["choice"], sparse_ms=d.get("sparse_ms"),
+                        dense_ms=d.get("dense_ms"),
+                        config=None if cfg is None else TileConfig.from_dict(cfg),
+                        shape=d.get("shape", {}), candidates=d.get("candidates", []),
+                        measured=d.get("measured", True))
+
+
+_lock = threading.Lock()
+_memory: dict[str, Decision] = {}       # every decision known (disk + new)
+_used: dict[str, Decision] = {}         # decisions this process used, in order
+_disk_loaded = False
+
+
+def cache_path() -> Path:
+    """Where decisions persist: ``$SPARSEFX_CACHE_DIR`` or ``~/.cache/sparsefx``."""
+    root = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache",
+                                                     "sparsefx")
+    return Path(root) / "tile_decisions.json"
+
+
+def _load_disk() -> None:
+    global _disk_loaded
+    if _disk_loaded:
+        return
+    _disk_loaded = True
+    path = cache_path()
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return      # no cache yet, or unreadable: decide again
+    for d in data.get("decisions", []):
+        try:
+            _memory.setdefault(d["key"], Decision.from_dict(d))
+        except (KeyError, TypeError):
+            continue
+
+
+def _save_disk() -> None:
+    """Write all measured decisions atomically (a crash never leaves half a file)."""
+    path = cache_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        payload = {"version": KERNEL_VERSION,
+                   "decisions": [d.to_dict() for d in _memory.values() if d.measured]}
+        tmp.write_text(json.dumps(payload, indent=1))
+        os.replace(tmp, path)
+    except OSError:
+        pass        # a read-only home must not break inference
+
+
+def decisions() -> list[Decision]:
+    """Every decision this process has used, in first-use order (for the pass log)."""
+    return list(_used.values())
+
+
+def clear_decisions(disk: bool = False) -> None:
+    """Forget decisions (in memory; on disk too with ``disk=True``)."""
+    global _disk_loaded
+    with _lock:
+        _memory.clear()
+        _used.clear()
+        _disk_loaded = disk      # after a disk wipe there is nothing to reload
+        if disk:
+            try:
+                cache_path().unlink()
+            except OSError:
+                pass
+
+
+def decision_key(M: int, K: int, N: int, plan: TilePlan, dtype: torch.dtype,
+                 feature_major: bool, activation: str, has_bias: bool,
+                 device: torch.device) -> str:
+    gpu = torch.cuda.get_device_name(device).replace(" ", "_")
+    return (f"{KERNEL_VERSION}|{gpu}|M{M}|K{K}|N{N}|G{plan.G}|T{plan.num_tiles}|"
+            f"nk{plan.n_kept}|{str(dtype).replace('torch.', '')}|"
+            f"{'fm' if feature_major else 'rm'}|{activation}|b{int(has_bias)}|"
+            f"c{int(plan.cols_contig)}|p{plan.profile}")
+
+
+# --------------------------------------------------------------------------- candidates
+def candidate_configs(M: int, G: int, feature_major: bool) -> list[TileConfig]:
+    """Configurations worth timing for ``M`` tokens and tile width ``G``.
+
+    Small M is memory bound on the weights: narrow column blocks (``block_n < G``) make
+    enough programs to fill the GPU. Large M is compute bound: wide blocks, deep
+    pipelines. Row-major layers also get two configs that gather straight from
+    ``x [M, K]`` (no transpose), which win only when M is tiny.
+    """
+    if M <= 64:
+        bm = max(16, triton_next_pow2(M))
+        base = [TileConfig(bn, bm, bk, 4, 4) for bn in (16, 32, 64) for bk in (64, 128)]
+    elif M <= 1024:
+        base = [TileConfig(64, 64, 64, 4, 4), TileConfig(128, 64, 64, 4, 4),
+                TileConfig(64, 128, 64, 4, 4), TileConfig(128, 128, 64, 8, 3),
+                TileConfig(128, 128, 64, 4, 4)]
+    else:
+        base = [TileConfig(128, 128, 64, 4, 4), TileConfig(128, 128, 64, 8, 3),
+                TileConfig(128, 256, 64, 8, 3), TileConfig(128, 128, 128, 8, 3),
+                TileConfig(128, 256, 64, 8, 3, group_cb=32),
+                TileConfig(64, 128, 64, 4, 4), TileConfig(64, 256, 64, 8, 3),
+                TileConfig(64, 64, 64, 4, 4)]
+    out = [c for c in base if c.block_n <= G and G % c.block_n == 0]
+    if not feature_major:
+        direct = [TileConfig(c.block_n, c.block_m, c.block_k, c.num_warps, c.num_stages,
+                             c.group_cb, transpose_x=False) for c in out[:2]]
+        out = out + direct
+    return _dedupe(out)
+
+
+def default_config(M: int, G: int, feature_major: bool) -> TileConfig:
+    """The config used without timing (CUDA graph capture with no decision cached)."""
+    if M <= 64:
+        return TileConfig(min(32, G), max(16, triton_next_pow2(M)), 128, 4, 4)
+    return TileConfig(min(128, G), 128 if M > 1024 else 64, 64, 4, 4)
+
+
+def triton_next_pow2(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def _dedupe(cfgs: Sequence[TileConfig]) -> list[TileConfig]:
+    seen, out = set(), []
+    for c in cfgs:
+        if c not in seen:
+            seen.add(c)
+            out.append(c)
+    return out
+
+
+# --------------------------------------------------------------------------- sparse path
+def sparse_forward(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor,
+                   col_map: Tensor, bias: Optional[Tensor], out_features: int,
+                   activation: str, feature_major: bool, plan: TilePlan,
+                   cfg: TileConfig, out: Optional[Tensor] = None) -> Tensor:
+    """Run the Triton tile kernel; output features absent from ``col_map`` get
+    ``activation(bias)`` (or 0) from one small indexed write.
+
+    ``out`` (contiguous, right shape) lets tests pass a NaN-poisoned buffer to prove
+    that every element is written."""
+    values = values.contiguous()
+    row_idx, row_ptr, col_map = row_idx.contiguous(), row_ptr.contiguous(), \
+        col_map.contiguous()
+    if feature_major:
+        x2 = x if x.stride(1) == 1 else x.contiguous()
+        M = x2.shape[1]
+        if out is None:
+            out = torch.empty(out_features, M, dtype=x.dtype, device=x.device)
+        x_fm, out2 = True, out
+    else:
+        x2 = x.reshape(-1, x.shape[-1])
+        M = x2.shape[0]
+        if out is None:
+            out = torch.empty(*x.shape[:-1], out_features, dtype=x.dtype,
+                              device=x.device)
+        out2 = out.view(M, out_features)
+        x_fm = cfg.transpose_x
+        # the gather wants each kept input feature as one contiguous M-vector
+        x2 = x2.t().contiguous() if x_fm else x2.contiguous()
+    launch_tile_kernel(x2, x_fm, values, row_idx, row_ptr, col_map, bias, out2,
+                       feature_major, plan.order_for(cfg.block_n), plan.cols_contig,
+                       activation, cfg)
+    if plan.missing is not None and M:
+        _fill_missing(out2, feature_major, plan.missing, bias, activation)
+    return out
+
+
+def _fill_missing(out2: Tensor, feature_major: bool, missing: Tensor,
+                  bias: Optional[Tensor], activation: str) -> None:
+    if bias is None:
+        fill = torch.zeros(missing.numel(), dtype=out2.dtype, device=out2.device)
+    else:
+        fill = apply_activation(bias[missing].float(), activation).to(out2.dtype)
+    if feature_major:
+        out2[missing] = fill[:, None]
+    else:
+        out2[:, missing] = fill[None, :]
+
+
+# --------------------------------------------------------------------------- dense path
+_dense_weights: dict[tuple, tuple] = {}
+
+
+def dense_weight(values: Tensor, row_idx: Tensor, row_ptr: Tensor, col_map: Tensor,
+                 out_features: int, in_features: int, dtype: torch.dtype) -> Tensor:
+    """The unpacked ``[N, K]`` weight, cached per packed-weight tensor and version
+    (the cache entry dies with ``values``)."""
+    key = (values.data_ptr(), values._version, tuple(values.shape), row_idx.data_ptr(),
+           col_map.data_ptr(), out_features, in_features, dtype)
+    hit = _dense_weights.get(key)
+    if hit is not None and hit[0]() is values:
+        return hit[1]
+    w = unpack_tensors(values.detach(), row_idx, row_ptr, col_map, out_features,
+                       in_features).to(dtype).contiguous()
+    _dense_weights[key] = (weakref.ref(values), w)
+    weakref.finalize(values, _dense_weights.pop, key, None)
+    return w
+
+
+def dense_forward(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor,
+                  col_map: Tensor, bias: Optional[Tensor], out_features: int,
+                  activation: str, feature_major: bool) -> Tensor:
+    """cuBLAS on the unpacked weight: the fallback and the timing baseline."""
+    K = x.shape[0] if feature_major else x.shape[-1]
+    w = dense_weight(values, row_idx, row_ptr, col_map, out_features, K, x.dtype)
+    if feature_major:
+        y = w @ x if bias is None else torch.addmm(bias.to(x.dtype)[:, None], w, x)
+    else:
+        y = F.linear(x, w, None if bias is None else bias.to(x.dtype))
+    return apply_activation(y, activation).contiguous()
+
+
+# --------------------------------------------------------------------------- decide
+def kernel_supported(x: Tensor, values: Tensor) -> bool:
+    """The Triton kernel runs fp16/bf16 on CUDA with matching weight dtype."""
+    return (x.is_cuda and x.dtype in _SUPPORTED and values.dtype == x.dtype
+            and values.dim() == 2 and values.shape[1] >= 16
+            and (values.shape[1] & (values.shape[1] - 1)) == 0)
+
+
+def _time_ms(fn) -> float:
+    from triton.testing import do_bench
+    return float(do_bench(fn, warmup=5, rep=25, return_mode="median"))
+
+
+def decide(x_or_shape: Union[Tensor, Sequence[int]], values: Tensor, row_idx: Tensor,
+           row_ptr: Tensor, col_map: Tensor, bias: Optional[Tensor], out_features: int,
+           activation: str = "none", feature_major: bool = False, *,
+           force: bool = False, layer: Optional[str] = None) -> Decision:
+    """Choose sparse config or dense for one layer at its real shape (cached).
+
+    ``x_or_shape`` is an example input or its shape (random data of ``values.dtype``
+    is drawn then: never zeros, they time faster than real data). Returns the cached
+    decision unless ``force``. ``layer`` only labels the decision for the pass log.
+    """
+    x = x_or_shape if isinstance(x_or_shape, Tensor) else torch.randn(
+        tuple(x_or_shape), dtype=values.dtype, device=values.device)
+    _check_tile_args(x, values, out_features, activation, feature_major)
+    plan = get_plan(row_ptr, col_map, out_features, values.shape[1])
+    key, shape = _key_and_shape(x, values, plan, bias, out_features, activation,
+                                feature_major)
+    with _lock:
+        _load_disk()
+        if not force and key in _memory:
+            dec = _memory[key]
+            _note_used(dec, layer)
+            return dec
+    dec = _measure(x, values, row_idx, row_ptr, col_map, bias, out_features, activation,
+                   feature_major, plan, key, shape)
+    with _lock:
+        _memory[key] = dec
+        _note_used(dec, layer)
+        _save_disk()
+    return dec
+
+
+def _note_used(dec: Decision, layer: Optional[str]) -> None:
+    if layer is not None:
+        dec.shape = {**dec.shape, "layer": layer}
+    _used.setdefault(dec.key, dec)
+
+
+def _key_and_shape(x, values, plan, bias, out_features, activation, feature_major):
+    K = x.shape[0] if feature_major else x.shape[-1]
+    M = x.shape[1] if feature_major else x.numel() // max(K, 1)
+    key = decision_key(M, K, out_features, plan, x.dtype, feature_major, activation,
+                       bias is not None, x.device)
+    shape = {"M": M, "K": K, "N": out_features, "G": plan.G, "tiles": plan.num_tiles,
+             "mean_k": plan.mean_k, "max_k": plan.max_k,
+             "dtype": str(x.dtype).replace("torch.", ""),
+             "layout": "feature_major" if feature_major else "row_major"}
+    return key, shape
+
+
+def _measure(x, values, row_idx, row_ptr, col_map, bias, out_features, activation,
+             feature_major, plan, key, shape) -> Decision:
+    """Time dense and every candidate config; keep the fastest."""
+    args = (x, values, row_idx, row_ptr, col_map, bias, out_features, activation,
+            feature_major)
+    dense_ms = _time_ms(lambda: dense_forward(*args))
+    results = []
+    M = shape["M"]
+    for cfg in candidate_configs(M, plan.G, feature_major):
+        try:
+            ms = _time_ms(lambda: sparse_forward(*args, plan, cfg))
+        except Exception:      # e.g. triton OutOfResources for this shape: skip it
+            continue
+        results.append((cfg, ms))
+    if not results:
+        return Decision(key, "dense", None, dense_ms, None, shape, [])
+    best_cfg, best_ms = min(results, key=lambda r: r[1])
+    choice = "sparse" if best_ms < dense_ms else "dense"
+    return Decision(key, choice, best_ms, dense_ms, best_cfg, shape,
+                    [(c.to_dict(), ms) for c, ms in results])
+
+
+# --------------------------------------------------------------------------- op entry
+def tile_linear_cuda(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor,
+                     col_map: Tensor, bias: Optional[Tensor], out_features: int,
+                     activation: str = "none", feature_major: bool = False) -> Tensor:
+    """CUDA implementation registered for ``sparsefx::tile_linear``.
+
+    Looks the layer's decision up (measuring on first sight, except during CUDA graph
+    capture, where it takes the default config untimed) and runs sparse or dense.
+    """
+    _check_tile_args(x, values, out_features, activation, feature_major)
+    args = (x, values, row_idx, row_ptr, col_map, bias, out_features, activation,
+            feature_major)
+    if not kernel_supported(x, values):
+        return dense_forward(*args)
+    plan = get_plan(row_ptr, col_map, out_features, values.shape[1])
+    key, shape = _key_and_shape(x, values, plan, bias, out_features, activation,
+                                feature_major)
+    dec = _memory.get(key)
+    if dec is None:
+        with _lock:
+            _load_disk()
+            dec = _memory.get(key)
+    if dec is None:
+        if torch.cuda.is_current_stream_capturing():
+            dec = Decision(key, "sparse", None, None,
+                           default_config(shape["M"], plan.G, feature_major), shape,
+                           measured=False)
+            _memory[key] = dec
+        else:
+            dec = decide(x, *args[1:])
+    _used.setdefault(key, dec)
+    if dec.choice == "dense" or dec.config is None:
+        return dense_forward(*args)
+    return sparse_forward(*args, plan, dec.config)

@@ -1,0 +1,104 @@
+"""Host-side facts about one packed TW weight, computed once and cached.
+
+The kernel needs a launch order (column blocks sorted by kept-K, longest first), to
+know whether ``col_map`` is contiguous per tile, and which output features have no
+column (they get ``activation(bias)`` only). Computing these reads ``row_ptr`` and
+``col_map`` on the host — a device sync — so it happens once per packed weight and is
+cached, keyed on the tensors' storage and version and validated with a weak reference
+(so a new tensor reusing a freed address is never mistaken for the old one).
+
+No triton here: importable on a CPU-only machine.
+"""
+from __future__ import annotations
+
+import hashlib
+import weakref
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+_MAX_ENTRIES = 512
+
+
+@dataclass
+class TilePlan:
+    """What the launcher needs to know about one packed weight."""
+
+    G: int
+    num_tiles: int
+    n_kept: int
+    out_features: int
+    k_counts: list[int]              # k_t per tile
+    tile_order: Tensor               # int64 [T] (device): tiles by k_t descending
+    cols_contig: bool                # col_map[t*G+j] == col_map[t*G]+j, 16-aligned
+    missing: Optional[Tensor]        # int64 (device) output features not in col_map
+    profile: str                     # hash of the sorted k_t profile
+    _orders: dict = field(default_factory=dict)
+
+    def order_for(self, block_n: int) -> Tensor:
+        """Column-block ids in launch order for sub-blocks of ``block_n`` columns."""
+        if block_n not in self._orders:
+            sub = self.G // block_n
+            cb = self.tile_order[:, None] * sub + torch.arange(
+                sub, device=self.tile_order.device)
+            self._orders[block_n] = cb.reshape(-1).to(torch.int32).contiguous()
+        return self._orders[block_n]
+
+    @property
+    def mean_k(self) -> float:
+        return sum(self.k_counts) / max(len(self.k_counts), 1)
+
+    @property
+    def max_k(self) -> int:
+        return max(self.k_counts, default=0)
+
+
+_plans: dict[tuple, tuple] = {}
+
+
+def get_plan(row_ptr: Tensor, col_map: Tensor, out_features: int, G: int) -> TilePlan:
+    """The cached :class:`TilePlan` for these packed tensors (built on first use)."""
+    key = (row_ptr.data_ptr(), row_ptr._version, row_ptr.numel(), col_map.data_ptr(),
+           col_map._version, col_map.numel(), out_features, G)
+    hit = _plans.get(key)
+    if hit is not None and hit[0]() is row_ptr and hit[1]() is col_map:
+        return hit[2]
+    plan = build_plan(row_ptr, col_map, out_features, G)
+    if len(_plans) >= _MAX_ENTRIES:
+        _plans.clear()
+    _plans[key] = (weakref.ref(row_ptr), weakref.ref(col_map), plan)
+    return plan
+
+
+def build_plan(row_ptr: Tensor, col_map: Tensor, out_features: int, G: int) -> TilePlan:
+    """Compute a :class:`TilePlan` (one host round trip)."""
+    rp = row_ptr.detach().to("cpu", torch.int64)
+    cm = col_map.detach().to("cpu", torch.int64)
+    counts = (rp[1:] - rp[:-1])
+    num_tiles = counts.numel()
+    # stable sort: equal tiles keep their natural order (better L2 locality)
+    order = torch.sort(counts, descending=True, stable=True).indices
+    missing = None
+    if cm.numel() < out_features:
+        present = torch.zeros(out_features, dtype=torch.bool)
+        present[cm] = True
+        missing = torch.nonzero(~present).flatten().to(row_ptr.device)
+    profile = hashlib.sha1(
+        torch.sort(counts).values.numpy().tobytes() + f"{G}".encode()).hexdigest()[:16]
+    return TilePlan(G=G, num_tiles=num_tiles, n_kept=cm.numel(), out_features=out_features,
+                    k_counts=counts.tolist(), tile_order=order.to(row_ptr.device),
+                    cols_contig=_cols_contiguous(cm, G), missing=missing, profile=profile)
+
+
+def _cols_contiguous(cm: Tensor, G: int) -> bool:
+    """True when each tile's columns are consecutive output features starting at a
+    multiple of 16 — then the kernel computes them instead of loading ``col_map`` and
+    row-major stores vectorise."""
+    n = cm.numel()
+    if n == 0:
+        return False
+    pos = torch.arange(n)
+    starts = cm[(pos // G) * G]
+    return bool(torch.all(cm == starts + pos % G)) and bool(torch.all(starts % 16 == 0))

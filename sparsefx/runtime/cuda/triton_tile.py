@@ -1,0 +1,188 @@
+"""Triton kernel for ``sparsefx::tile_linear`` (tile-wise sparse linear).
+
+One program computes one *column block* (``BLOCK_N`` consecutive columns of one tile,
+``BLOCK_N`` divides ``G``) for one block of ``BLOCK_M`` tokens::
+
+    acc[BLOCK_N, BLOCK_M] = values[rows_t, cols]^T @ x[row_idx[rows_t], m-block]
+
+The accumulator is oriented "features × tokens" because in the feature-major layout
+(``x [K, M]``, ``out [N, M]``) both the gather of the kept input rows and the scatter
+of the output rows (``col_map``) then move whole contiguous M-vectors. Any other
+layout is expressed through the strides (row-major output is ``stride_on = 1``), so
+one kernel serves both layouts; the dispatcher transposes row-major inputs first when
+that is faster (the strided gather from ``x [M, K]`` cannot be vectorised).
+
+Scheduling: the host passes ``order``, the column blocks sorted by kept-K descending
+(longest first). Hardware hands out programs roughly in launch order, so launching
+heavy tiles first gives a greedy longest-processing-time schedule: uneven tiles do not
+leave a long tail. Programs are grouped ``GROUP_CB`` column blocks × all M-blocks,
+column block fastest, so that concurrently running programs share the same x rows
+(read once from HBM) while the group's weights stay resident in L2.
+
+Nothing assumes ``k_t`` is a multiple of ``BLOCK_K``: rows past ``k_t`` are masked to
+zero on both operands; empty tiles (``k_t = 0``) still run the epilogue, so their
+columns get ``activation(bias)``.
+
+This module imports triton at the top: import it only through
+:mod:`sparsefx.runtime.cuda`, which guards the import.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+#: activation name -> constexpr code used inside the kernel
+ACT_CODES = {"none": 0, "relu": 1, "gelu": 2, "silu": 3}
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """Launch configuration of :func:`tile_linear_triton` (one autotuning candidate).
+
+    ``transpose_x`` only matters for row-major inputs: gather from a feature-major copy
+    (one extra transpose) instead of gathering strided columns of ``x [M, K]``.
+    """
+
+    block_n: int
+    block_m: int
+    block_k: int
+    num_warps: int
+    num_stages: int
+    group_cb: int = 8
+    transpose_x: bool = True
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    @staticmethod
+    def from_dict(d: dict) -> "TileConfig":
+        return TileConfig(**d)
+
+
+@triton.jit
+def _activation(y, ACT: tl.constexpr):
+    """Epilogue activation in fp32 (gelu is the exact erf form, like F.gelu)."""
+    if ACT == 1:
+        y = tl.maximum(y, 0.0)
+    elif ACT == 2:
+        y = 0.5 * y * (1.0 + tl.math.erf(y * 0.7071067811865476))
+    elif ACT == 3:
+        y = y * tl.sigmoid(y)
+    return y
+
+
+@triton.jit
+def _tile_linear_kernel(
+    x_ptr, w_ptr, row_idx_ptr, row_ptr_ptr, col_map_ptr, bias_ptr, out_ptr, order_ptr,
+    M, n_kept, num_cb,
+    stride_xk, stride_xm, stride_on, stride_om,
+    G: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_K: tl.constexpr, GROUP_CB: tl.constexpr, HAS_BIAS: tl.constexpr,
+    ACT: tl.constexpr, COLS_CONTIG: tl.constexpr, WIDE_INDEX: tl.constexpr,
+):
+    # ---- which (column block, M-block) this program owns -------------------------
+    pid = tl.program_id(0)
+    num_mb = tl.cdiv(M, BLOCK_M)
+    per_group = GROUP_CB * num_mb
+    first_cb = (pid // per_group) * GROUP_CB
+    group_size = tl.minimum(num_cb - first_cb, GROUP_CB)
+    local = pid % per_group
+    cb = tl.load(order_ptr + first_cb + local % group_size)   # LPT-sorted block id
+    mb = local // group_size
+    SUB: tl.constexpr = G // BLOCK_N
+    t = cb // SUB
+    n0 = (cb % SUB) * BLOCK_N
+
+    start = tl.load(row_ptr_ptr + t)
+    k_t = tl.load(row_ptr_ptr + t + 1) - start
+
+    offs_n = n0 + tl.arange(0, BLOCK_N)                  # column inside the tile
+    offs_m = mb * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_k = tl.arange(0, BLOCK_K)
+    m_mask = offs_m < M
+    if WIDE_INDEX:
+        x_cols = offs_m.to(tl.int64) * stride_xm
+    else:
+        x_cols = offs_m * stride_xm
+
+    # ---- main loop over the tile's kept rows --------------------------------------
+    acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    w_tile = w_ptr + start.to(tl.int64) * G + offs_n[None, :]
+    idx_tile = row_idx_ptr + start
+    for k in range(0, k_t, BLOCK_K):
+        kk = k + offs_k
+        k_mask = kk < k_t
+        rows = tl.load(idx_tile + kk, mask=k_mask, other=0)
+        if WIDE_INDEX:
+            x_rows = rows.to(tl.int64) * stride_xk
+        else:
+            x_rows = rows * stride_xk
+        xb = tl.load(x_ptr + x_rows[:, None] + x_cols[None, :],
+                     mask=k_mask[:, None] & m_mask[None, :], other=0.0)
+        wb = tl.load(w_tile + kk[:, None] * G, mask=k_mask[:, None], other=0.0)
+        acc = tl.dot(tl.trans(wb), xb, acc)
+
+    # ---- epilogue: bias, activation, scatter through col_map ----------------------
+    j = t * G + offs_n
+    n_mask = j < n_kept                                   # edge tile padding
+    if COLS_CONTIG:
+        # host checked: col_map[t*G + j] == col_map[t*G] + j and 16-aligned starts,
+        # so row-major stores vectorise
+        cols = tl.multiple_of(tl.load(col_map_ptr + t * G), 16) + offs_n
+    else:
+        cols = tl.load(col_map_ptr + j, mask=n_mask, other=0)
+    y = acc
+    if HAS_BIAS:
+        b = tl.load(bias_ptr + cols, mask=n_mask, other=0.0).to(tl.float32)
+        y = y + b[:, None]
+    y = _activation(y, ACT)
+    if WIDE_INDEX:
+        o_rows = cols.to(tl.int64) * stride_on
+        o_cols = offs_m.to(tl.int64) * stride_om
+    else:
+        o_rows = cols * stride_on
+        o_cols = offs_m * stride_om
+    tl.store(out_ptr + o_rows[:, None] + o_cols[None, :],
+             y.to(out_ptr.dtype.element_ty), mask=n_mask[:, None] & m_mask[None, :])
+
+
+def launch_tile_kernel(x2: Tensor, x_feature_major: bool, values: Tensor, row_idx: Tensor,
+                       row_ptr: Tensor, col_map: Tensor, bias: Optional[Tensor],
+                       out2: Tensor, out_feature_major: bool, order: Tensor,
+                       cols_contig: bool, activation: str, cfg: TileConfig) -> None:
+    """Run the kernel on 2-D views.
+
+    ``x2`` is ``[K, M]`` when ``x_feature_major`` else ``[M, K]``; ``out2`` likewise
+    ``[N, M]`` or ``[M, N]``. ``order`` holds the column-block ids (``G // block_n``
+    blocks per tile) in launch order. Writes only the columns listed in ``col_map``.
+    """
+    G = values.shape[1]
+    if x_feature_major:
+        K, M = x2.shape
+        stride_xk, stride_xm = x2.stride()
+    else:
+        M, K = x2.shape
+        stride_xm, stride_xk = x2.stride()
+    if out_feature_major:
+        stride_on, stride_om = out2.stride()
+    else:
+        stride_om, stride_on = out2.stride()
+    num_cb = order.numel()
+    if M == 0 or num_cb == 0:
+        return
+    wide = max(x2.numel(), out2.numel(), values.numel()) >= 2**31 - 1
+    grid = (num_cb * triton.cdiv(M, cfg.block_m),)
+    _tile_linear_kernel[grid](
+        x2, values, row_idx, row_ptr, col_map, bias if bias is not None else values,
+        out2, order, M, col_map.numel(), num_cb,
+        stride_xk, stride_xm, stride_on, stride_om,
+        G=G, BLOCK_N=cfg.block_n, BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
+        GROUP_CB=cfg.group_cb, HAS_BIAS=bias is not None, ACT=ACT_CODES[activation],
+        COLS_CONTIG=cols_contig, WIDE_INDEX=wide,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
