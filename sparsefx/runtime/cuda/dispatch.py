@@ -83,6 +83,7 @@ _lock = threading.Lock()
 _memory: dict[str, Decision] = {}       # every decision known (disk + new)
 _used: dict[str, Decision] = {}         # decisions this process used, in order
 _disk_loaded = False
+_fast: dict[tuple, Decision] = {}       # per-call lookup: (plan, x meta, ...) -> decision
 
 
 def cache_path() -> Path:
@@ -134,6 +135,7 @@ def clear_decisions(disk: bool = False) -> None:
     with _lock:
         _memory.clear()
         _used.clear()
+        _fast.clear()
         _disk_loaded = disk      # after a disk wipe there is nothing to reload
         if disk:
             try:
@@ -142,10 +144,21 @@ def clear_decisions(disk: bool = False) -> None:
                 pass
 
 
+_gpu_names: dict = {}
+
+
+def _gpu_name(device: torch.device) -> str:
+    """GPU model name, cached (the driver query costs microseconds per call)."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _gpu_names:
+        _gpu_names[index] = torch.cuda.get_device_name(index).replace(" ", "_")
+    return _gpu_names[index]
+
+
 def decision_key(M: int, K: int, N: int, plan: TilePlan, dtype: torch.dtype,
                  feature_major: bool, activation: str, has_bias: bool,
                  device: torch.device) -> str:
-    gpu = torch.cuda.get_device_name(device).replace(" ", "_")
+    gpu = _gpu_name(device)
     return (f"{KERNEL_VERSION}|{gpu}|M{M}|K{K}|N{N}|G{plan.G}|T{plan.num_tiles}|"
             f"nk{plan.n_kept}|{str(dtype).replace('torch.', '')}|"
             f"{'fm' if feature_major else 'rm'}|{activation}|b{int(has_bias)}|"
@@ -173,7 +186,11 @@ def candidate_configs(M: int, G: int, feature_major: bool) -> list[TileConfig]:
                 TileConfig(128, 256, 64, 8, 3), TileConfig(128, 128, 128, 8, 3),
                 TileConfig(128, 256, 64, 8, 3, group_cb=32),
                 TileConfig(64, 128, 64, 4, 4), TileConfig(64, 256, 64, 8, 3),
-                TileConfig(64, 64, 64, 4, 4)]
+                TileConfig(64, 64, 64, 4, 4),
+                TileConfig(128, 128, 64, 8, 3, persistent=2),
+                TileConfig(128, 128, 64, 4, 3, persistent=2),
+                TileConfig(128, 256, 64, 8, 3, group_cb=32, persistent=1),
+                TileConfig(64, 256, 64, 8, 3, persistent=1)]
     out = [c for c in base if c.block_n <= G and G % c.block_n == 0]
     if not feature_major:
         direct = [TileConfig(c.block_n, c.block_m, c.block_k, c.num_warps, c.num_stages,
@@ -323,6 +340,7 @@ def decide(x_or_shape: Union[Tensor, Sequence[int]], values: Tensor, row_idx: Te
                    feature_major, plan, key, shape)
     with _lock:
         _memory[key] = dec
+        _fast.clear()            # a forced re-decision must not be shadowed
         _note_used(dec, layer)
         _save_disk()
     return dec
@@ -383,6 +401,13 @@ def tile_linear_cuda(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor
     if not kernel_supported(x, values):
         return dense_forward(*args)
     plan = get_plan(row_ptr, col_map, out_features, values.shape[1])
+    # per-call fast path: a tuple lookup, no string building (eager calls are
+    # CPU-bound at BERT sizes)
+    fast_key = (id(plan), x.shape, x.dtype, x.device, feature_major, activation,
+                bias is None)
+    dec = _fast.get(fast_key)
+    if dec is not None and dec.key in _memory:
+        return _run(dec, args, plan)
     key, shape = _key_and_shape(x, values, plan, bias, out_features, activation,
                                 feature_major)
     dec = _memory.get(key)
@@ -399,6 +424,12 @@ def tile_linear_cuda(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor
         else:
             dec = decide(x, *args[1:])
     _used.setdefault(key, dec)
+    if dec.measured:
+        _fast[fast_key] = dec
+    return _run(dec, args, plan)
+
+
+def _run(dec: Decision, args: tuple, plan: TilePlan) -> Tensor:
     if dec.choice == "dense" or dec.config is None:
         return dense_forward(*args)
     return sparse_forward(*args, plan, dec.config)

@@ -55,6 +55,7 @@ class TileConfig:
     num_stages: int
     group_cb: int = 8
     transpose_x: bool = True
+    persistent: int = 0          # >0: persistent grid of this many programs per SM
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -77,27 +78,28 @@ def _activation(y, ACT: tl.constexpr):
 
 
 @triton.jit
-def _tile_linear_kernel(
-    x_ptr, w_ptr, row_idx_ptr, row_ptr_ptr, col_map_ptr, bias_ptr, out_ptr, order_ptr,
-    M, n_kept, num_cb,
-    stride_xk, stride_xm, stride_on, stride_om,
-    G: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
-    BLOCK_K: tl.constexpr, GROUP_CB: tl.constexpr, HAS_BIAS: tl.constexpr,
-    ACT: tl.constexpr, COLS_CONTIG: tl.constexpr, WIDE_INDEX: tl.constexpr,
-):
-    # ---- which (column block, M-block) this program owns -------------------------
-    pid = tl.program_id(0)
-    num_mb = tl.cdiv(M, BLOCK_M)
-    per_group = GROUP_CB * num_mb
-    first_cb = (pid // per_group) * GROUP_CB
-    group_size = tl.minimum(num_cb - first_cb, GROUP_CB)
-    local = pid % per_group
-    cb = tl.load(order_ptr + first_cb + local % group_size)   # LPT-sorted block id
-    mb = local // group_size
-    SUB: tl.constexpr = G // BLOCK_N
-    t = cb // SUB
-    n0 = (cb % SUB) * BLOCK_N
+def _work_item(w, num_mb, num_cb, order_ptr, G: tl.constexpr, BLOCK_N: tl.constexpr,
+               GROUP_CB: tl.constexpr):
+    """Map work item ``w`` to (tile, first column in tile, M-block).
 
+    Items are grouped ``GROUP_CB`` column blocks × all M-blocks, column block fastest,
+    so programs running together share x rows (HBM once) and weights (L2)."""
+    per_group = GROUP_CB * num_mb
+    first_cb = (w // per_group) * GROUP_CB
+    group_size = tl.minimum(num_cb - first_cb, GROUP_CB)
+    local = w % per_group
+    cb = tl.load(order_ptr + first_cb + local % group_size)   # LPT-sorted block id
+    SUB: tl.constexpr = G // BLOCK_N
+    return cb // SUB, (cb % SUB) * BLOCK_N, local // group_size
+
+
+@triton.jit
+def _tile_block(x_ptr, w_ptr, row_idx_ptr, row_ptr_ptr, col_map_ptr, bias_ptr, out_ptr,
+                t, n0, mb, M, n_kept, stride_xk, stride_xm, stride_on, stride_om,
+                G: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
+                BLOCK_K: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
+                COLS_CONTIG: tl.constexpr, WIDE_INDEX: tl.constexpr):
+    """Compute and store one [BLOCK_N, BLOCK_M] output block of tile ``t``."""
     start = tl.load(row_ptr_ptr + t)
     k_t = tl.load(row_ptr_ptr + t + 1) - start
 
@@ -151,6 +153,47 @@ def _tile_linear_kernel(
              y.to(out_ptr.dtype.element_ty), mask=n_mask[:, None] & m_mask[None, :])
 
 
+@triton.jit
+def _tile_linear_kernel(
+    x_ptr, w_ptr, row_idx_ptr, row_ptr_ptr, col_map_ptr, bias_ptr, out_ptr, order_ptr,
+    M, n_kept, num_cb,
+    stride_xk, stride_xm, stride_on, stride_om,
+    G: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_K: tl.constexpr, GROUP_CB: tl.constexpr, HAS_BIAS: tl.constexpr,
+    ACT: tl.constexpr, COLS_CONTIG: tl.constexpr, WIDE_INDEX: tl.constexpr,
+):
+    """One program per work item; the hardware scheduler balances (launch order =
+    LPT order)."""
+    num_mb = tl.cdiv(M, BLOCK_M)
+    t, n0, mb = _work_item(tl.program_id(0), num_mb, num_cb, order_ptr, G, BLOCK_N,
+                           GROUP_CB)
+    _tile_block(x_ptr, w_ptr, row_idx_ptr, row_ptr_ptr, col_map_ptr, bias_ptr, out_ptr,
+                t, n0, mb, M, n_kept, stride_xk, stride_xm, stride_on, stride_om,
+                G, BLOCK_N, BLOCK_M, BLOCK_K, HAS_BIAS, ACT, COLS_CONTIG, WIDE_INDEX)
+
+
+@triton.jit
+def _tile_linear_persistent(
+    x_ptr, w_ptr, row_idx_ptr, row_ptr_ptr, col_map_ptr, bias_ptr, out_ptr, order_ptr,
+    M, n_kept, num_cb,
+    stride_xk, stride_xm, stride_on, stride_om,
+    G: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_K: tl.constexpr, GROUP_CB: tl.constexpr, HAS_BIAS: tl.constexpr,
+    ACT: tl.constexpr, COLS_CONTIG: tl.constexpr, WIDE_INDEX: tl.constexpr,
+):
+    """A fixed grid of programs striding over the LPT-ordered work items: no per-block
+    launch cost, and (with ``flatten``) the next item's loads overlap this item's
+    epilogue."""
+    num_mb = tl.cdiv(M, BLOCK_M)
+    total = num_cb * num_mb
+    for w in tl.range(tl.program_id(0), total, tl.num_programs(0), flatten=True):
+        t, n0, mb = _work_item(w, num_mb, num_cb, order_ptr, G, BLOCK_N, GROUP_CB)
+        _tile_block(x_ptr, w_ptr, row_idx_ptr, row_ptr_ptr, col_map_ptr, bias_ptr,
+                    out_ptr, t, n0, mb, M, n_kept, stride_xk, stride_xm, stride_on,
+                    stride_om, G, BLOCK_N, BLOCK_M, BLOCK_K, HAS_BIAS, ACT,
+                    COLS_CONTIG, WIDE_INDEX)
+
+
 def launch_tile_kernel(x2: Tensor, x_feature_major: bool, values: Tensor, row_idx: Tensor,
                        row_ptr: Tensor, col_map: Tensor, bias: Optional[Tensor],
                        out2: Tensor, out_feature_major: bool, order: Tensor,
@@ -176,8 +219,13 @@ def launch_tile_kernel(x2: Tensor, x_feature_major: bool, values: Tensor, row_id
     if M == 0 or num_cb == 0:
         return
     wide = max(x2.numel(), out2.numel(), values.numel()) >= 2**31 - 1
-    grid = (num_cb * triton.cdiv(M, cfg.block_m),)
-    _tile_linear_kernel[grid](
+    items = num_cb * triton.cdiv(M, cfg.block_m)
+    if cfg.persistent:
+        kernel = _tile_linear_persistent
+        grid = (min(items, cfg.persistent * _num_sms(x2.device)),)
+    else:
+        kernel, grid = _tile_linear_kernel, (items,)
+    kernel[grid](
         x2, values, row_idx, row_ptr, col_map, bias if bias is not None else values,
         out2, order, M, col_map.numel(), num_cb,
         stride_xk, stride_xm, stride_on, stride_om,
@@ -186,3 +234,14 @@ def launch_tile_kernel(x2: Tensor, x_feature_major: bool, values: Tensor, row_id
         COLS_CONTIG=cols_contig, WIDE_INDEX=wide,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
+
+
+_sms: dict = {}
+
+
+def _num_sms(device: torch.device) -> int:
+    """Multiprocessor count (cached: the query costs microseconds per call)."""
+    if device not in _sms:
+        _sms[device] = torch.cuda.get_device_properties(device).multi_processor_count \
+            if device.type == "cuda" else 4
+    return _sms[device]

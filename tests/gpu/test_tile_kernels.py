@@ -1,0 +1,211 @@
+"""GPU tests of the Triton ``sparsefx::tile_linear`` kernels and the kernel choice.
+
+Every check draws fresh random inputs, compares with a float64 masked dense reference
+(``unpack`` gives exactly ``W * mask``), and runs into a NaN-poisoned output so that an
+element the kernel forgot to write fails the test. Relative error bound 1e-2 (fp16/bf16
+operands, fp32 accumulation).
+"""
+from __future__ import annotations
+
+import itertools
+import zlib
+
+import pytest
+import torch
+
+from sparsefx.patterns.tile import TileLayout, pack, unpack
+from sparsefx.runtime.ops import apply_activation
+
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+try:
+    import triton  # noqa: F401
+    HAVE_TRITON = True
+except ImportError:
+    HAVE_TRITON = False
+if not HAVE_TRITON:
+    pytestmark.append(pytest.mark.skip(reason="needs triton"))
+
+DTYPES = [torch.float16, torch.bfloat16]
+ACTS = ["none", "relu", "gelu", "silu"]
+TOL = 1e-2
+
+
+# --------------------------------------------------------------------------- helpers
+def make_layer(N, K, G, structure, gen):
+    """A packed random TW weight. Structures:
+    ``uneven``: per-tile density drawn in [0, 1], one empty tile, an edge tile and a
+    few pruned output features; ``single``: one (edge) tile; ``empty``: every tile
+    empty; ``dense``: every row kept."""
+    kept = torch.arange(N)
+    if structure == "uneven":
+        kept = torch.sort(torch.randperm(N, generator=gen)[: N - max(1, N // 10)]).values
+    T = -(-kept.numel() // G)
+    if structure == "dense":
+        keep = torch.ones(T, K, dtype=torch.bool)
+    elif structure == "empty":
+        keep = torch.zeros(T, K, dtype=torch.bool)
+    else:
+        dens = torch.rand(T, 1, generator=gen)
+        keep = torch.rand(T, K, generator=gen) < dens
+        if structure == "uneven" and T > 1:
+            keep[T // 2] = False
+    layout = TileLayout(N, K, G, kept, keep)
+    weight = torch.randn(N, K, generator=gen)
+    return pack(weight, layout), layout
+
+
+def reference(x, packed, bias, activation, feature_major):
+    w = unpack(packed).double().to(x.device)
+    xd = x.double()
+    y = w @ xd if feature_major else xd @ w.t()
+    if bias is not None:
+        y = y + (bias.double()[:, None] if feature_major else bias.double())
+    return apply_activation(y, activation)
+
+
+def rel_err(out, ref):
+    assert not torch.isnan(out).any(), "NaN in output: an element was not written"
+    return float((out.double() - ref).norm() / ref.norm().clamp_min(1e-30))
+
+
+def to_cuda(packed, dtype):
+    return (packed.values.to("cuda", dtype), packed.row_idx.cuda(), packed.row_ptr.cuda(),
+            packed.col_map.cuda())
+
+
+def run_kernel(x, packed, dtype, bias, activation, feature_major, cfg):
+    from sparsefx.runtime.cuda.dispatch import sparse_forward
+    from sparsefx.runtime.cuda.plan import get_plan
+    values, row_idx, row_ptr, col_map = to_cuda(packed, dtype)
+    N = packed.out_features
+    shape = (N, x.shape[1]) if feature_major else (*x.shape[:-1], N)
+    out = torch.full(shape, float("nan"), dtype=dtype, device="cuda")
+    plan = get_plan(row_ptr, col_map, N, values.shape[1])
+    return sparse_forward(x, values, row_idx, row_ptr, col_map, bias, N, activation,
+                          feature_major, plan, cfg, out=out)
+
+
+def inputs(M, K, N, dtype, feature_major, with_bias, gen, batch=None):
+    x = torch.randn((K, M) if feature_major else ((batch, M, K) if batch else (M, K)),
+                    generator=gen).to("cuda", dtype)
+    bias = torch.randn(N, generator=gen).to("cuda", dtype) if with_bias else None
+    return x, bias
+
+
+# --------------------------------------------------------------------------- kernel tests
+@pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "bf16"])
+@pytest.mark.parametrize("feature_major", [True, False], ids=["fm", "rm"])
+@pytest.mark.parametrize("structure", ["uneven", "single", "empty", "dense"])
+@pytest.mark.parametrize("M", [1, 7, 1000])
+def test_structures(dtype, feature_major, structure, M):
+    from sparsefx.runtime.cuda.dispatch import default_config
+    gen = torch.Generator().manual_seed(
+        zlib.crc32(f"{dtype}{feature_major}{structure}{M}".encode()))
+    N, K, G = (100, 72, 128) if structure == "single" else (300, 200, 64)
+    packed, _ = make_layer(N, K, G, structure, gen)
+    case = (M + len(structure)) % 4
+    activation, with_bias = ACTS[case], case % 2 == 0 or structure == "empty"
+    x, bias = inputs(M, K, N, dtype, feature_major, with_bias, gen)
+    out = run_kernel(x, packed, dtype, bias, activation, feature_major,
+                     default_config(M, G, feature_major))
+    ref = reference(x, packed, bias, activation, feature_major)
+    assert rel_err(out, ref) <= TOL
+
+
+@pytest.mark.parametrize("activation,with_bias",
+                         list(itertools.product(ACTS, [True, False])))
+@pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "bf16"])
+def test_epilogues(activation, with_bias, dtype):
+    gen = torch.Generator().manual_seed(7)
+    from sparsefx.runtime.cuda.dispatch import default_config
+    packed, _ = make_layer(256, 192, 64, "uneven", gen)
+    for feature_major in (True, False):
+        x, bias = inputs(333, 192, 256, dtype, feature_major, with_bias, gen)
+        out = run_kernel(x, packed, dtype, bias, activation, feature_major,
+                         default_config(333, 64, feature_major))
+        assert rel_err(out, reference(x, packed, bias, activation, feature_major)) <= TOL
+
+
+@pytest.mark.parametrize("M", [16, 500, 2048])
+@pytest.mark.parametrize("feature_major", [True, False], ids=["fm", "rm"])
+def test_every_candidate_config(M, feature_major):
+    """Each config the dispatcher may pick computes the same function."""
+    from sparsefx.runtime.cuda.dispatch import candidate_configs
+    gen = torch.Generator().manual_seed(M)
+    G = 128
+    packed, _ = make_layer(520, 300, G, "uneven", gen)
+    x, bias = inputs(M, 300, 520, torch.float16, feature_major, True, gen)
+    ref = reference(x, packed, bias, "gelu", feature_major)
+    for cfg in candidate_configs(M, G, feature_major):
+        out = run_kernel(x, packed, torch.float16, bias, "gelu", feature_major, cfg)
+        assert rel_err(out, ref) <= TOL, cfg
+
+
+def test_row_major_batched_input():
+    """Row-major x with leading batch dims keeps them in the output."""
+    from sparsefx.runtime.cuda.dispatch import default_config
+    gen = torch.Generator().manual_seed(3)
+    packed, _ = make_layer(192, 128, 64, "uneven", gen)
+    x, bias = inputs(37, 128, 192, torch.bfloat16, False, True, gen, batch=3)
+    out = run_kernel(x, packed, torch.bfloat16, bias, "silu", False,
+                     default_config(111, 64, False))
+    assert out.shape == (3, 37, 192)
+    assert rel_err(out, reference(x, packed, bias, "silu", False)) <= TOL
+
+
+# --------------------------------------------------------------------------- op + dispatch
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARSEFX_CACHE_DIR", str(tmp_path))
+    from sparsefx.runtime.cuda import dispatch, register_cuda_kernels
+    assert register_cuda_kernels()
+    dispatch.clear_decisions()
+    yield dispatch
+    dispatch.clear_decisions()
+
+
+@pytest.mark.parametrize("feature_major", [True, False], ids=["fm", "rm"])
+def test_op_dispatch_and_cache(fresh_cache, feature_major):
+    """Through torch.ops: the first call decides (and persists), results are right
+    whichever path won, and a reload from disk gives the same decision."""
+    dispatch = fresh_cache
+    gen = torch.Generator().manual_seed(11)
+    packed, _ = make_layer(768, 768, 128, "uneven", gen)
+    values, row_idx, row_ptr, col_map = to_cuda(packed, torch.float16)
+    x, bias = inputs(512, 768, 768, torch.float16, feature_major, True, gen)
+    out = torch.ops.sparsefx.tile_linear(x, values, row_idx, row_ptr, col_map, bias, 768,
+                                         "relu", feature_major)
+    assert rel_err(out, reference(x, packed, bias, "relu", feature_major)) <= TOL
+    (dec,) = dispatch.decisions()
+    assert dec.choice in ("sparse", "dense") and dec.dense_ms > 0 and dec.sparse_ms > 0
+    assert dec.choice == ("sparse" if dec.sparse_ms < dec.dense_ms else "dense")
+    assert dispatch.cache_path().exists()
+    dispatch.clear_decisions()                       # memory only; disk stays
+    again = dispatch.decide(x, values, row_idx, row_ptr, col_map, bias, 768, "relu",
+                            feature_major)
+    assert again.key == dec.key and again.choice == dec.choice
+
+
+def test_dense_fallback_path(fresh_cache):
+    """A layer forced to dense gives the same numbers through the cached weight."""
+    dispatch = fresh_cache
+    gen = torch.Generator().manual_seed(5)
+    packed, _ = make_layer(256, 256, 64, "uneven", gen)
+    values, row_idx, row_ptr, col_map = to_cuda(packed, torch.bfloat16)
+    x, bias = inputs(64, 256, 256, torch.bfloat16, True, True, gen)
+    out = dispatch.dense_forward(x, values, row_idx, row_ptr, col_map, bias, 256, "gelu",
+                                 True)
+    assert rel_err(out, reference(x, packed, bias, "gelu", True)) <= TOL
+
+
+def test_fp32_goes_dense(fresh_cache):
+    """fp32 is not a kernel dtype: the op still answers, through cuBLAS."""
+    gen = torch.Generator().manual_seed(9)
+    packed, _ = make_layer(128, 96, 64, "uneven", gen)
+    values, row_idx, row_ptr, col_map = to_cuda(packed, torch.float32)
+    x, bias = inputs(10, 96, 128, torch.float32, False, True, gen)
+    out = torch.ops.sparsefx.tile_linear(x, values, row_idx, row_ptr, col_map, bias, 128,
+                                         "none", False)
+    assert rel_err(out, reference(x, packed, bias, "none", False)) <= 1e-3
