@@ -13,7 +13,8 @@ from sparsefx.errors import ConfigError
 from sparsefx.layers import get_attr_path, matrix_to_weight
 from sparsefx.log import LayerRow, PassLog
 from sparsefx.passes import analysis_passes, rewrite_passes
-from sparsefx.passes.infra import PassContext, PassManager
+from sparsefx.passes.choose_kernel import KERNEL_META
+from sparsefx.passes.infra import LAYER_META, PassContext, PassManager
 
 
 def compile(model: nn.Module, example_inputs: Any = None, *, pattern: str = "tile",
@@ -59,7 +60,7 @@ def compile(model: nn.Module, example_inputs: Any = None, *, pattern: str = "til
                       max_density=max_density)
     gm, ctx, log = _capture_and_analyse(model, example_inputs, cfg)
     gm, log = PassManager(rewrite_passes())(gm, ctx, log)
-    _fill_layer_rows(log, ctx)
+    _fill_layer_rows(log, ctx, gm)
     gm.log = log
     return gm
 
@@ -107,8 +108,23 @@ def _capture_and_analyse(model: nn.Module, example_inputs: Any, cfg: CompileConf
     return gm, ctx, log
 
 
-def _fill_layer_rows(log: PassLog, ctx: PassContext) -> None:
+def _kernel_timings(gm: fx.GraphModule) -> dict[str, dict[str, Any]]:
+    """Per layer, the sparse and dense times ``choose_kernel`` measured (GPU only)."""
+    timings = {}
+    for node in gm.graph.nodes:
+        kernel, info = node.meta.get(KERNEL_META), node.meta.get(LAYER_META)
+        if kernel and info is not None:
+            timings[info.name] = {"sparse_ms": kernel.get("sparse_ms"),
+                                  "dense_ms": kernel.get("dense_ms")}
+            if kernel.get("choice") == "dense":
+                info.op = f"{info.op} -> dense fallback (faster here)"
+    return timings
+
+
+def _fill_layer_rows(log: PassLog, ctx: PassContext,
+                     gm: Optional[fx.GraphModule] = None) -> None:
     cfg = ctx.config
+    timings = _kernel_timings(gm) if gm is not None else {}
     total = kept = 0
     for info in ctx.layers.values():
         achieved = info.achieved_sparsity()
@@ -120,7 +136,7 @@ def _fill_layer_rows(log: PassLog, ctx: PassContext) -> None:
             pattern=("tew" if cfg.delta > 0 else "tile") if info.prunable else "-",
             target_sparsity=cfg.sparsity if info.prunable else None,
             achieved_sparsity=achieved, op=info.op if info.prunable else "unchanged",
-            note=info.skip_reason))
+            note=info.skip_reason, **timings.get(info.name, {})))
     log.summary = {"pattern": cfg.pattern, "G": cfg.G, "importance": cfg.importance,
                    "target_sparsity": cfg.sparsity, "delta": cfg.delta,
                    "prunable_layers": sum(1 for i in ctx.layers.values() if i.prunable),

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 import sparsefx
-from conftest import MLP, rel_err, small_bert
+from sparsefx_testing import MLP, rel_err, small_bert
 from sparsefx.errors import CaptureError, ConfigError
 
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from conftest import MLP, small_bert
+from sparsefx_testing import MLP, small_bert
 from sparsefx.capture import capture, normalize_inputs
 from sparsefx.errors import CaptureError
 

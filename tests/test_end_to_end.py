@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import sparsefx
-from conftest import CNN, MLP, FunctionalLinear, randomize_batchnorm, rel_err, small_bert, small_gpt2
+from sparsefx_testing import CNN, MLP, FunctionalLinear, randomize_batchnorm, rel_err, small_bert, small_gpt2
 
 
 def mlp_case():

@@ -4,7 +4,7 @@ import json
 import torch
 
 import sparsefx
-from conftest import MLP
+from sparsefx_testing import MLP
 
 
 def test_log_table_and_json():

@@ -8,5 +8,6 @@
 """
 from sparsefx.export.errors import ExportError
 from sparsefx.export.onnx import export_onnx
+from sparsefx.export.save_load import FORMAT_VERSION, load, save
 
-__all__ = ["ExportError", "export_onnx"]
+__all__ = ["ExportError", "export_onnx", "save", "load", "FORMAT_VERSION"]

@@ -26,9 +26,9 @@ from torch import fx
 
 from sparsefx.capture import normalize_inputs
 from sparsefx.export.errors import ExportError
-from sparsefx.export.onnx_functions import (ATTRIBUTES, DOMAIN, DOMAIN_VERSION, INPUTS,
-                                            MIN_OPSET, OP_TYPES, functions_for)
-from sparsefx.runtime.ops import ACTIVATIONS, SPARSEFX_OPS
+from sparsefx.export.onnx_functions import (DOMAIN, DOMAIN_VERSION, FUNCTION_ATTRIBUTES,
+                                            INPUTS, MIN_OPSET, OP_TYPES, functions_for)
+from sparsefx.runtime.ops import ACTIVATIONS
 
 #: The opset used when the caller does not choose one.
 DEFAULT_OPSET = 20
@@ -177,21 +177,33 @@ def _op_schema(op_type: str) -> OpSchema:
     param = OpSchema.FormalParameter
     optional = OpSchema.FormalParameterOption.Optional
     inputs = [param(name, "I" if _is_index(name) else "T",
-                    param_option=optional if name == "bias" else
+                    param_option=optional if name == "bias" and op_type != _LN else
                     OpSchema.FormalParameterOption.Single)
               for name in INPUTS[op_type]]
-    kinds = {"out_features": OpSchema.AttrType.INT, "activation": OpSchema.AttrType.STRING,
-             "feature_major": OpSchema.AttrType.INT}
+    kinds = {"int": OpSchema.AttrType.INT, "string": OpSchema.AttrType.STRING,
+             "float": OpSchema.AttrType.FLOAT}
     return OpSchema(
         op_type, DOMAIN, DOMAIN_VERSION, inputs=inputs, outputs=[param("y", "T")],
         type_constraints=[("T", ["tensor(float)", "tensor(float16)", "tensor(bfloat16)",
                                  "tensor(double)"], "activations and weights"),
                           ("I", ["tensor(int32)", "tensor(int64)"], "packed indices")],
-        attributes=[OpSchema.Attribute(a, kinds[a], a, required=True) for a in ATTRIBUTES])
+        attributes=[OpSchema.Attribute(a, kinds[k], a, required=True)
+                    for a, k in FUNCTION_ATTRIBUTES[op_type].items()])
+
+
+_LN = "BiasResidualLayerNorm"
 
 
 def _is_index(name: str) -> bool:
     return name in ("row_idx", "row_ptr", "col_map", "ew_crow", "ew_col")
+
+
+def _sparsefx_overload(name: str):
+    """``torch.ops.sparsefx.<name>.default``, or None when that op is not registered."""
+    try:
+        return getattr(torch.ops.sparsefx, name).default
+    except (AttributeError, RuntimeError):
+        return None
 
 
 @functools.lru_cache(maxsize=None)
@@ -202,13 +214,16 @@ def _translation_table() -> dict:
     opset = osv.Opset(DOMAIN, DOMAIN_VERSION)
     table = {}
     for name, op_type in OP_TYPES.items():
-        table[SPARSEFX_OPS[name]] = _make_translation(osv.Op(opset, op_type,
-                                                             _op_schema(op_type)),
-                                                      len(INPUTS[op_type]))
+        overload = _sparsefx_overload(name)
+        if overload is None:
+            continue
+        onnx_op = osv.Op(opset, op_type, _op_schema(op_type))
+        table[overload] = (_make_layernorm_translation(onnx_op) if op_type == _LN else
+                           _make_linear_translation(onnx_op, len(INPUTS[op_type])))
     return table
 
 
-def _make_translation(onnx_op, n_inputs: int):
+def _make_linear_translation(onnx_op, n_inputs: int):
     def translate(*args):
         # FX passes the tensors, then out_features, activation, feature_major (the last
         # two may be missing when they hold their schema defaults).
@@ -222,6 +237,32 @@ def _make_translation(onnx_op, n_inputs: int):
         return onnx_op(*tensors, out_features=int(out_features), activation=activation,
                        feature_major=int(bool(feature_major)))
     return translate
+
+
+def _make_layernorm_translation(onnx_op):
+    def translate(x, residual, bias, weight, ln_bias, eps, feature_major=False):
+        # ONNX functions cannot test whether an optional input is present, so absent
+        # vectors become their neutral values (bias 0, weight 1, ln_bias 0).
+        features = x.shape[0] if feature_major else x.shape[-1]
+        if not isinstance(features, int):
+            raise ExportError("bias_residual_layernorm: the feature dimension must be "
+                              "static for ONNX export; do not mark it dynamic")
+        dtype = x.dtype.numpy()
+        bias = _vector_or(bias, 0.0, features, dtype)
+        weight = _vector_or(weight, 1.0, features, dtype)
+        ln_bias = _vector_or(ln_bias, 0.0, features, dtype)
+        return onnx_op(x, residual, bias, weight, ln_bias, eps=float(eps),
+                       feature_major=int(bool(feature_major)))
+    return translate
+
+
+def _vector_or(value, fill: float, size: int, dtype):
+    if value is not None:
+        return value
+    import numpy as np
+    from onnxscript import ir, opset18
+
+    return opset18.Constant(value=ir.tensor(np.full(size, fill, dtype=dtype)))
 
 
 def _to_onnx(program, opset: int) -> onnx.ModelProto:

@@ -34,14 +34,23 @@ DOMAIN_VERSION = 1
 MIN_OPSET = 19
 
 #: ONNX op type of each ``torch.ops.sparsefx`` op.
-OP_TYPES = {"tile_linear": "TileLinear", "tew_linear": "TewLinear"}
+OP_TYPES = {"tile_linear": "TileLinear", "tew_linear": "TewLinear",
+            "bias_residual_layernorm": "BiasResidualLayerNorm"}
 #: Formal inputs of each function; ``bias`` is optional (an empty name when absent).
 INPUTS = {
     "TileLinear": ["x", "values", "row_idx", "row_ptr", "col_map", "bias"],
     "TewLinear": ["x", "values", "row_idx", "row_ptr", "col_map", "ew_crow", "ew_col",
                   "ew_values", "bias"],
+    # all five are required here: the exporter passes zeros/ones for absent vectors
+    "BiasResidualLayerNorm": ["x", "residual", "bias", "weight", "ln_bias"],
 }
 ATTRIBUTES = ("out_features", "activation", "feature_major")
+#: Attributes of each function (name → "int" / "string" / "float").
+FUNCTION_ATTRIBUTES = {
+    "TileLinear": {"out_features": "int", "activation": "string", "feature_major": "int"},
+    "TewLinear": {"out_features": "int", "activation": "string", "feature_major": "int"},
+    "BiasResidualLayerNorm": {"eps": "float", "feature_major": "int"},
+}
 
 Value = str  # a value name inside the body
 
@@ -242,13 +251,39 @@ def tew_linear_function(opset: int) -> FunctionProto:
                      "Tile-element-wise sparse linear layer (TW part + CSR elements).")
 
 
+def bias_residual_layernorm_function(opset: int) -> FunctionProto:
+    """``com.sparsefx::BiasResidualLayerNorm``: ``LayerNorm((x + bias) + residual)`` over
+    the feature axis (axis 0 when ``feature_major``, else the last axis).
+
+    Feature-major inputs are transposed to ``[M, N]`` and back, so one
+    ``LayerNormalization`` (opset 17) over the last axis serves both layouts.
+    """
+    b = _Body("")
+    fm = b.op("Cast", b.attr_const("feature_major", "value_int"), to=TensorProto.BOOL)
+
+    def to_rows(value: Value, label: str) -> Value:
+        return b.op("If", fm,
+                    then_branch=_branch(b, label + "_t", lambda s: s.op("Transpose", value,
+                                                                        perm=[1, 0])),
+                    else_branch=_branch(b, label + "_id", lambda s: s.op("Identity", value)))
+    h = b.op("Add", b.op("Add", to_rows("x", "x"), "bias"), to_rows("residual", "res"))
+    eps = AttributeProto(name="epsilon", ref_attr_name="eps", type=AttributeProto.FLOAT)
+    normed = b.op("LayerNormalization", h, "weight", "ln_bias", axis=-1, attrs=[eps])
+    out = to_rows(normed, "out")
+    b.op("Identity", out, outputs=["y"])
+    return _function("BiasResidualLayerNorm", b, opset,
+                     "LayerNorm(x + bias + residual); see sparsefx.runtime.norm_ops.")
+
+
 def _function(op_type: str, body: _Body, opset: int, doc: str) -> FunctionProto:
     return helper.make_function(
         DOMAIN, op_type, INPUTS[op_type], ["y"], body.nodes,
-        [helper.make_opsetid("", opset)], attributes=list(ATTRIBUTES), doc_string=doc)
+        [helper.make_opsetid("", opset)], attributes=list(FUNCTION_ATTRIBUTES[op_type]),
+        doc_string=doc)
 
 
-FUNCTION_BUILDERS = {"TileLinear": tile_linear_function, "TewLinear": tew_linear_function}
+FUNCTION_BUILDERS = {"TileLinear": tile_linear_function, "TewLinear": tew_linear_function,
+                     "BiasResidualLayerNorm": bias_residual_layernorm_function}
 
 
 def functions_for(op_types: Union[set, list], opset: int) -> list[FunctionProto]:

@@ -13,12 +13,18 @@ from sparsefx.passes.score_importance import ScoreImportance
 
 def analysis_passes(config=None) -> list:
     """Passes that only decide (they write node meta and the context)."""
-    return [FindPrunable(), ScoreImportance(), PruneTiles(), RestoreElements()]
+    from sparsefx.passes.fold_batchnorm import FoldBatchnorm
+    return [FoldBatchnorm(), FindPrunable(), ScoreImportance(), PruneTiles(),
+            RestoreElements()]
 
 
 def rewrite_passes() -> list:
     """Passes that edit the graph to run the decisions."""
-    return [PackWeights(), SubstituteOps(), CleanGraph()]
+    from sparsefx.passes.fuse_epilogue import FuseEpilogue
+    from sparsefx.passes.fuse_layernorm import FuseLayernorm
+    from sparsefx.passes.propagate_layout import PropagateLayout
+    return [PackWeights(), SubstituteOps(), FuseEpilogue(), FuseLayernorm(),
+            PropagateLayout(), CleanGraph()]
 
 
 from sparsefx.passes.substitute_ops import SubstituteOps  # noqa: E402  (needs runtime ops)

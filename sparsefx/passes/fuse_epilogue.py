@@ -139,8 +139,14 @@ def _fuse_bias(gm: fx.GraphModule, node: fx.Node) -> Optional[str]:
     if other is node or not _is_bias_vector(gm, other, get_op_arg(node, "out_features"),
                                             dtype_of(node)):
         return None
-    set_op_arg(node, "bias", other)
+    # symbolic_trace emits get_attr where first used, often after the op: read it anew
+    with node.graph.inserting_before(node):
+        bias = node.graph.get_attr(other.target)
+    copy_meta(other, bias)
+    set_op_arg(node, "bias", bias)
     _absorb(node, user)
+    if not other.users:
+        node.graph.erase_node(other)
     return "bias"
 
 

@@ -49,6 +49,10 @@ class Units:
     size: Tensor    # int64 [U], elements in the unit
     layer: Tensor   # int64 [U], index into the layer list
     index: Tensor   # int64 [U], unit index within its layer
+    offsets: list[int]  # units of layer i are [offsets[i], offsets[i+1]) (layer order)
+
+    def of_layer(self, i: int) -> slice:
+        return slice(self.offsets[i], self.offsets[i + 1])
 
 
 class PruneTiles:
@@ -69,8 +73,7 @@ class PruneTiles:
         col_units = column_units(layers, apriori_target=cfg.tw_sparsity if cfg.apriori else None)
         col_pruned = select_units(col_units, int(cfg.column_share * budget), capacity,
                                   len(layers), allow_overshoot=False)
-        layouts = [_column_layout(info, cfg.G, col_pruned[col_units.layer == i],
-                                  col_units.index[col_units.layer == i])
+        layouts = [_column_layout(info, cfg.G, col_pruned[col_units.of_layer(i)])
                    for i, info in enumerate(layers)]
         lost = torch.tensor([info.numel - len(l.kept_cols) * info.matrix_shape[1]
                              for info, l in zip(layers, layouts)], dtype=torch.int64)
@@ -82,7 +85,7 @@ class PruneTiles:
             rows, budget - int(lost.sum()), capacity - lost, len(layers),
             allow_overshoot=True, already=forced)
         for i, layout in enumerate(layouts):
-            mine = rows.layer == i
+            mine = rows.of_layer(i)
             _apply_row_pruning(layout, rows.index[mine][row_pruned[mine]])
 
         records = []
@@ -104,7 +107,7 @@ class PruneTiles:
 # --------------------------------------------------------------------------- units
 def column_units(layers: list[LayerInfo], apriori_target: float | None = None) -> Units:
     """One unit per output feature of every layer, scored by its mean importance."""
-    scores = [info.importance.double().mean(dim=1) for info in layers]
+    scores = [info.importance.mean(dim=1, dtype=torch.float64) for info in layers]
     if apriori_target is not None:
         scores = apriori_tune(layers, scores, apriori_target)
     sizes = [torch.full((info.matrix_shape[0],), info.matrix_shape[1], dtype=torch.int64)
@@ -134,13 +137,12 @@ def row_units(layers: list[LayerInfo], layouts: list[TileLayout]) -> Units:
     """One unit per (tile, input feature) of every layer, scored by mean importance."""
     scores, sizes = [], []
     for info, layout in zip(layers, layouts):
-        kept = info.importance.double()[layout.kept_cols]             # [N_kept, K]
+        kept = info.importance[layout.kept_cols]                      # [N_kept, K]
         k = kept.shape[1]
-        padded = kept.new_zeros(layout.num_tiles * layout.G, k)
-        padded[: kept.shape[0]] = kept
+        tile_of_col = torch.arange(kept.shape[0]) // layout.G
+        tile_sum = kept.new_zeros(layout.num_tiles, k).index_add_(0, tile_of_col, kept)
         widths = layout.tile_widths()
-        tile_sum = padded.view(layout.num_tiles, layout.G, k).sum(dim=1)   # [T, K]
-        scores.append((tile_sum / widths[:, None].double()).flatten())
+        scores.append((tile_sum.double() / widths[:, None].double()).flatten())
         sizes.append(widths[:, None].expand(-1, k).flatten())
     return _concat(scores, sizes)
 
@@ -149,8 +151,11 @@ def _concat(scores: list[Tensor], sizes: list[Tensor]) -> Units:
     layer = torch.cat([torch.full((s.numel(),), i, dtype=torch.int64)
                        for i, s in enumerate(scores)]) if scores else torch.zeros(0, dtype=torch.int64)
     index = torch.cat([torch.arange(s.numel()) for s in scores]) if scores else layer
+    offsets = [0]
+    for s in scores:
+        offsets.append(offsets[-1] + s.numel())
     return Units(torch.cat(scores) if scores else torch.zeros(0, dtype=torch.float64),
-                 torch.cat(sizes) if sizes else layer, layer, index)
+                 torch.cat(sizes) if sizes else layer, layer, index, offsets)
 
 
 # --------------------------------------------------------------------------- selection
@@ -209,7 +214,7 @@ def force_minimum(units: Units, required: Tensor, num_layers: int) -> Tensor:
     """For each layer, its own lowest-scored units until ``required[layer]`` elements."""
     chosen = torch.zeros(units.score.numel(), dtype=torch.bool)
     for layer in torch.nonzero(required > 0).flatten().tolist():
-        mine = torch.nonzero(units.layer == layer).flatten()
+        mine = torch.arange(units.offsets[layer], units.offsets[layer + 1])
         order = mine[torch.sort(units.score[mine], stable=True).indices]
         cumulative = torch.cumsum(units.size[order], dim=0)
         count = int((cumulative < int(required[layer])).sum()) + 1
@@ -223,11 +228,10 @@ def _per_layer(units: Units, chosen: Tensor, num_layers: int) -> Tensor:
 
 
 # --------------------------------------------------------------------------- layouts
-def _column_layout(info: LayerInfo, G: int, pruned: Tensor, index: Tensor) -> TileLayout:
+def _column_layout(info: LayerInfo, G: int, pruned: Tensor) -> TileLayout:
+    """``pruned``: bool per output feature of this layer (its column units, in order)."""
     n, k = info.matrix_shape
-    keep = torch.ones(n, dtype=torch.bool)
-    keep[index[pruned]] = False
-    kept_cols = torch.nonzero(keep).flatten()
+    kept_cols = torch.nonzero(~pruned).flatten()
     num_tiles = -(-kept_cols.numel() // G)
     return TileLayout(n, k, G, kept_cols, torch.ones(num_tiles, k, dtype=torch.bool))
 

@@ -13,7 +13,7 @@ scores on the same scale, computed once.
   output. Gradients are taken on a private copy of the caller's model in eval mode.
 
 Before: ``find_prunable`` ran. After: each prunable ``LayerInfo.importance`` is a float32
-``[N, K]`` tensor in matrix view. The graph is unchanged.
+CPU ``[N, K]`` tensor in matrix view. The graph is unchanged.
 """
 from __future__ import annotations
 
@@ -45,8 +45,10 @@ class ScoreImportance:
                                    [info.weight_attr for info in todo])
         records = []
         for info in todo:
+            # Ranking runs on the CPU whatever the model's device: it is a one-off,
+            # and CPU sorting keeps the masks deterministic.
             info.importance = weight_to_matrix(scores[info.weight_attr], info.kind) \
-                .to(torch.float32).contiguous()
+                .to(device="cpu", dtype=torch.float32).contiguous()
             records.append(Record("scored", info.name, {
                 "method": method, "mean": float(info.importance.mean())}))
         return PassResult(gm, False, records)

@@ -124,9 +124,11 @@ def pack(weight: Tensor, layout: TileLayout) -> TilePacked:
     n_kept = kept.shape[0]
     padded = weight.new_zeros(layout.num_tiles * G, layout.in_features)
     padded[:n_kept] = kept
-    by_tile = padded.view(layout.num_tiles, G, layout.in_features)     # [T, G, K]
+    # [T, K, G]: each (tile, k) row of G values is contiguous, so the gather below
+    # copies whole rows instead of striding through the weight.
+    by_tile = padded.view(layout.num_tiles, G, layout.in_features).transpose(1, 2).contiguous()
     tile_of_row, row_idx = torch.nonzero(layout.tile_keep, as_tuple=True)
-    values = by_tile[tile_of_row.to(weight.device), :, row_idx.to(weight.device)]
+    values = by_tile[tile_of_row.to(weight.device), row_idx.to(weight.device)]
     counts = layout.tile_keep.sum(dim=1)
     row_ptr = torch.zeros(layout.num_tiles + 1, dtype=torch.int64)
     row_ptr[1:] = torch.cumsum(counts, dim=0)

@@ -1,7 +1,7 @@
 """clean_graph: dense weights of rewritten layers leave the module and its state_dict."""
 import torch
 
-from conftest import MLP, FunctionalLinear, make_context, rel_err, run_passes, small_bert
+from sparsefx_testing import MLP, FunctionalLinear, make_context, rel_err, run_passes, small_bert
 from sparsefx.passes import analysis_passes
 from sparsefx.passes.clean_graph import CleanGraph
 from sparsefx.passes.pack_weights import PackWeights

@@ -4,7 +4,7 @@ import re
 import torch
 from torch import nn
 
-from conftest import CNN, MLP, Conv1dNet, FunctionalLinear, make_context, small_gpt2
+from sparsefx_testing import CNN, MLP, Conv1dNet, FunctionalLinear, make_context, small_gpt2
 from sparsefx.passes.find_prunable import FindPrunable
 from sparsefx.passes.infra import LAYER_META
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import fx
 
-from conftest import MLP, make_context
+from sparsefx_testing import MLP, make_context
 from sparsefx.errors import PassError
 from sparsefx.passes.find_prunable import FindPrunable
 from sparsefx.passes.infra import PassManager, PassResult, Record, verify_graph

@@ -1,7 +1,7 @@
 """pack_weights: packed tensors registered on the module, exact w.r.t. the mask."""
 import torch
 
-from conftest import MLP, make_context, run_passes
+from sparsefx_testing import MLP, make_context, run_passes
 from sparsefx.passes.find_prunable import FindPrunable
 from sparsefx.passes.pack_weights import PackWeights
 from sparsefx.passes.prune_tiles import PruneTiles

@@ -1,7 +1,7 @@
 """prune_tiles: global two-stage ranking, exact budget, bounds, apriori, determinism."""
 import torch
 
-from conftest import MLP, make_context, run_passes
+from sparsefx_testing import MLP, make_context, run_passes
 from sparsefx.passes.find_prunable import FindPrunable
 from sparsefx.passes.prune_tiles import PruneTiles, Units, select_units
 from sparsefx.passes.score_importance import ScoreImportance
@@ -133,7 +133,7 @@ def test_second_run_changes_nothing():
 
 
 def test_select_units_stops_within_half_a_unit():
-    units = Units(score=torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64),
+    units = Units(offsets=[0, 2, 4], score=torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64),
                   size=torch.tensor([4, 4, 4, 4]), layer=torch.tensor([0, 0, 1, 1]),
                   index=torch.tensor([0, 1, 0, 1]))
     big = torch.tensor([100, 100])

@@ -1,7 +1,7 @@
 """restore_elements (TEW): restores the delta most important TW-pruned elements."""
 import torch
 
-from conftest import MLP, make_context, run_passes
+from sparsefx_testing import MLP, make_context, run_passes
 from sparsefx.passes.find_prunable import FindPrunable
 from sparsefx.passes.prune_tiles import PruneTiles
 from sparsefx.passes.restore_elements import RestoreElements

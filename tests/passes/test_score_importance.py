@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import MLP, make_context, run_passes, small_gpt2
+from sparsefx_testing import MLP, make_context, run_passes, small_gpt2
 from sparsefx.errors import ConfigError
 from sparsefx.passes.find_prunable import FindPrunable
 from sparsefx.passes.score_importance import ScoreImportance, half_mean_square

@@ -1,7 +1,7 @@
 """substitute_ops: matmul nodes become sparsefx ops with identical numbers."""
 import torch
 
-from conftest import CNN, MLP, Conv1dNet, FunctionalLinear, make_context, randomize_batchnorm, rel_err, run_passes
+from sparsefx_testing import CNN, MLP, Conv1dNet, FunctionalLinear, make_context, randomize_batchnorm, rel_err, run_passes
 from sparsefx import prune
 from sparsefx.passes import analysis_passes
 from sparsefx.passes.pack_weights import PackWeights

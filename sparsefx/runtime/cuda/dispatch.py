@@ -32,11 +32,11 @@ from torch import Tensor
 
 from sparsefx.patterns.tile import unpack_tensors
 from sparsefx.runtime.cuda.plan import TilePlan, get_plan
-from sparsefx.runtime.cuda.triton_tile import TileConfig, launch_tile_kernel
+from sparsefx.runtime.cuda.triton_tile import TileConfig, launch_tile_kernel, num_sms
 from sparsefx.runtime.ops import _check_tile_args, apply_activation
 
 #: bump when kernels change so stale on-disk decisions are not reused
-KERNEL_VERSION = "tile-triton-v1"
+KERNEL_VERSION = "tile-triton-v2"
 CACHE_ENV = "SPARSEFX_CACHE_DIR"
 _SUPPORTED = (torch.float16, torch.bfloat16)
 
@@ -180,21 +180,29 @@ def candidate_configs(M: int, G: int, feature_major: bool) -> list[TileConfig]:
     elif M <= 1024:
         base = [TileConfig(64, 64, 64, 4, 4), TileConfig(128, 64, 64, 4, 4),
                 TileConfig(64, 128, 64, 4, 4), TileConfig(128, 128, 64, 8, 3),
-                TileConfig(128, 128, 64, 4, 4)]
+                TileConfig(128, 128, 64, 4, 4),
+                TileConfig(64, 64, 64, 4, 4, flat=4), TileConfig(64, 128, 64, 4, 4, flat=2)]
     else:
         base = [TileConfig(128, 128, 64, 4, 4), TileConfig(128, 128, 64, 8, 3),
                 TileConfig(128, 256, 64, 8, 3), TileConfig(128, 128, 128, 8, 3),
                 TileConfig(128, 256, 64, 8, 3, group_cb=32),
                 TileConfig(64, 128, 64, 4, 4), TileConfig(64, 256, 64, 8, 3),
                 TileConfig(64, 64, 64, 4, 4),
-                TileConfig(128, 128, 64, 8, 3, persistent=2),
-                TileConfig(128, 128, 64, 4, 3, persistent=2),
-                TileConfig(128, 256, 64, 8, 3, group_cb=32, persistent=1),
-                TileConfig(64, 256, 64, 8, 3, persistent=1)]
+                # flattened persistent kernel (one loop over all K-steps of a
+                # program's work items): no per-item pipeline fill
+                TileConfig(128, 256, 64, 8, 3, group_cb=32, flat=1),
+                TileConfig(128, 256, 64, 8, 4, group_cb=32, flat=1),
+                TileConfig(128, 128, 64, 8, 3, group_cb=32, flat=2),
+                TileConfig(128, 128, 64, 4, 3, group_cb=32, flat=2),
+                TileConfig(128, 128, 64, 8, 4, group_cb=32, flat=1),
+                TileConfig(64, 128, 64, 4, 4, flat=2),
+                TileConfig(64, 128, 64, 4, 3, flat=3),
+                TileConfig(64, 64, 64, 4, 4, flat=4),
+                TileConfig(128, 256, 64, 8, 4, group_cb=32)]
     out = [c for c in base if c.block_n <= G and G % c.block_n == 0]
     if not feature_major:
         direct = [TileConfig(c.block_n, c.block_m, c.block_k, c.num_warps, c.num_stages,
-                             c.group_cb, transpose_x=False) for c in out[:2]]
+                             c.group_cb, transpose_x=False, flat=c.flat) for c in out[:2]]
         out = out + direct
     return _dedupe(out)
 
@@ -248,9 +256,13 @@ def sparse_forward(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor,
         x_fm = cfg.transpose_x
         # the gather wants each kept input feature as one contiguous M-vector
         x2 = x2.t().contiguous() if x_fm else x2.contiguous()
+    schedule = None
+    if cfg.flat:
+        schedule = plan.schedule_for(cfg.block_n, cfg.block_m, cfg.block_k, M,
+                                     cfg.flat * num_sms(x.device), cfg.group_cb, x.device)
     launch_tile_kernel(x2, x_fm, values, row_idx, row_ptr, col_map, bias, out2,
                        feature_major, plan.order_for(cfg.block_n), plan.cols_contig,
-                       activation, cfg)
+                       activation, cfg, schedule)
     if plan.missing is not None and M:
         _fill_missing(out2, feature_major, plan.missing, bias, activation)
     return out

@@ -12,6 +12,7 @@ No triton here: importable on a CPU-only machine.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import weakref
 from dataclasses import dataclass, field
 from typing import Optional
@@ -36,6 +37,7 @@ class TilePlan:
     missing: Optional[Tensor]        # int64 (device) output features not in col_map
     profile: str                     # hash of the sorted k_t profile
     _orders: dict = field(default_factory=dict)
+    _schedules: dict = field(default_factory=dict)
 
     def order_for(self, block_n: int) -> Tensor:
         """Column-block ids in launch order for sub-blocks of ``block_n`` columns."""
@@ -45,6 +47,61 @@ class TilePlan:
                 sub, device=self.tile_order.device)
             self._orders[block_n] = cb.reshape(-1).to(torch.int32).contiguous()
         return self._orders[block_n]
+
+    def schedule_for(self, block_n: int, block_m: int, block_k: int, M: int,
+                     programs: int, group_cb: int, device) -> tuple[Tensor, Tensor]:
+        """Static work list of the flattened persistent kernel (cached per shape).
+
+        Work items (column block, M-block) are taken in the launch order of the
+        non-persistent kernel (column blocks by kept-K descending, in groups of
+        ``group_cb`` blocks × all M-blocks, block fastest, so programs running at the
+        same time share x rows) and each goes to the program that is least loaded so
+        far (greedy list scheduling, cost = K-steps + 1 for the epilogue): this is the
+        longest-first balance the hardware scheduler gives the non-persistent grid,
+        fixed on the host. Returns ``items`` int32 [n, 4] = (first packed row, k_t,
+        t*G + n0, M-block) grouped per program and ``progs`` int32 [P, 2] =
+        (first item, total K-steps of the program)."""
+        key = (block_n, block_m, block_k, M, programs, group_cb, str(device))
+        hit = self._schedules.get(key)
+        if hit is not None:
+            return hit
+        sub = self.G // block_n
+        num_mb = -(-M // block_m)
+        starts = [0]
+        for c in self.k_counts:
+            starts.append(starts[-1] + c)
+        order = [t * sub + s for t in self._tile_order_host() for s in range(sub)]
+        n_items = len(order) * num_mb
+        P = max(1, min(programs, n_items))
+        heap = [(0, p) for p in range(P)]
+        per_prog: list[list] = [[] for _ in range(P)]
+        steps = [0] * P
+        for g0 in range(0, len(order), group_cb):
+            grp = order[g0:g0 + group_cb]
+            for mb in range(num_mb):
+                for cb in grp:
+                    t, n0 = divmod(cb, sub)
+                    k_t = self.k_counts[t]
+                    n_steps = max(1, -(-k_t // block_k))
+                    load, p = heapq.heappop(heap)
+                    per_prog[p].append((starts[t], k_t, t * self.G + n0 * block_n, mb))
+                    steps[p] += n_steps
+                    heapq.heappush(heap, (load + n_steps + 1, p))
+        flat, progs = [], []
+        for p in range(P):
+            progs.append((len(flat), steps[p]))
+            flat.extend(per_prog[p])
+        items = torch.tensor(flat or [(0, 0, 0, 0)], dtype=torch.int32).reshape(-1, 4)
+        out = (items.contiguous().to(device),
+               torch.tensor(progs, dtype=torch.int32).reshape(-1, 2).contiguous()
+               .to(device))
+        self._schedules[key] = out
+        return out
+
+    def _tile_order_host(self) -> list[int]:
+        if "host" not in self._orders:
+            self._orders["host"] = self.tile_order.tolist()
+        return self._orders["host"]
 
     @property
     def mean_k(self) -> float:

@@ -55,7 +55,7 @@ class TileConfig:
     num_stages: int
     group_cb: int = 8
     transpose_x: bool = True
-    persistent: int = 0          # >0: persistent grid of this many programs per SM
+    flat: int = 0                # >0: flattened persistent kernel, this many programs/SM
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -173,36 +173,96 @@ def _tile_linear_kernel(
 
 
 @triton.jit
-def _tile_linear_persistent(
-    x_ptr, w_ptr, row_idx_ptr, row_ptr_ptr, col_map_ptr, bias_ptr, out_ptr, order_ptr,
-    M, n_kept, num_cb,
-    stride_xk, stride_xm, stride_on, stride_om,
+def _tile_linear_flat(
+    x_ptr, w_ptr, row_idx_ptr, col_map_ptr, bias_ptr, out_ptr, items_ptr, progs_ptr,
+    M, n_kept, stride_xk, stride_xm, stride_on, stride_om,
     G: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
-    BLOCK_K: tl.constexpr, GROUP_CB: tl.constexpr, HAS_BIAS: tl.constexpr,
+    BLOCK_K: tl.constexpr, HAS_BIAS: tl.constexpr,
     ACT: tl.constexpr, COLS_CONTIG: tl.constexpr, WIDE_INDEX: tl.constexpr,
 ):
-    """A fixed grid of programs striding over the LPT-ordered work items: no per-block
-    launch cost, and (with ``flatten``) the next item's loads overlap this item's
-    epilogue."""
-    num_mb = tl.cdiv(M, BLOCK_M)
-    total = num_cb * num_mb
-    for w in tl.range(tl.program_id(0), total, tl.num_programs(0), flatten=True):
-        t, n0, mb = _work_item(w, num_mb, num_cb, order_ptr, G, BLOCK_N, GROUP_CB)
-        _tile_block(x_ptr, w_ptr, row_idx_ptr, row_ptr_ptr, col_map_ptr, bias_ptr,
-                    out_ptr, t, n0, mb, M, n_kept, stride_xk, stride_xm, stride_on,
-                    stride_om, G, BLOCK_N, BLOCK_M, BLOCK_K, HAS_BIAS, ACT,
-                    COLS_CONTIG, WIDE_INDEX)
+    """Persistent grid with ONE loop over every K-step of every work item of this
+    program (the host's list schedule, :meth:`TilePlan.schedule_for`), and the epilogue
+    under an ``if`` when an item ends. One loop lets the software pipeline prefetch
+    the next item's first K-steps while this item's last dot and epilogue run, so a
+    work item costs no pipeline fill (the non-persistent kernel pays fill + epilogue
+    per program, which dominates when a tile keeps few rows).
+
+    ``items_ptr``: int32 [n_items, 4] = (first packed row, k_t, t*G + n0, M-block),
+    grouped per program; ``progs_ptr``: int32 [P, 2] = (first item, total K-steps),
+    where an item takes max(1, cdiv(k_t, BLOCK_K)) steps (empty tiles still store
+    ``activation(bias)``)."""
+    pid = tl.program_id(0)
+    it = tl.load(progs_ptr + 2 * pid) - 1
+    steps = tl.load(progs_ptr + 2 * pid + 1)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    ar_m = tl.arange(0, BLOCK_M)
+    start = it * 0
+    k_t = it * 0
+    j0 = it * 0
+    mb = it * 0
+    k = it * 0
+    acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    for _s in range(0, steps):
+        if k == 0:                                        # a new work item starts
+            it += 1
+            start = tl.load(items_ptr + 4 * it)
+            k_t = tl.load(items_ptr + 4 * it + 1)
+            j0 = tl.load(items_ptr + 4 * it + 2)
+            mb = tl.load(items_ptr + 4 * it + 3)
+        offs_m = mb * BLOCK_M + ar_m
+        m_mask = offs_m < M
+        kk = k + offs_k
+        k_mask = kk < k_t
+        rows = tl.load(row_idx_ptr + start + kk, mask=k_mask, other=0)
+        if WIDE_INDEX:
+            x_off = rows.to(tl.int64)[:, None] * stride_xk + \
+                offs_m.to(tl.int64)[None, :] * stride_xm
+            w_off = (start + kk).to(tl.int64)[:, None] * G
+        else:
+            x_off = rows[:, None] * stride_xk + offs_m[None, :] * stride_xm
+            w_off = (start + kk)[:, None] * G
+        xb = tl.load(x_ptr + x_off, mask=k_mask[:, None] & m_mask[None, :], other=0.0)
+        wb = tl.load(w_ptr + w_off + ((j0 % G) + offs_n)[None, :], mask=k_mask[:, None],
+                     other=0.0)
+        acc = tl.dot(tl.trans(wb), xb, acc)
+        k_next = k + BLOCK_K
+        done = k_next >= k_t
+        k = tl.where(done, 0, k_next)
+        if done:                                          # epilogue of this item
+            j = j0 + offs_n
+            n_mask = j < n_kept
+            if COLS_CONTIG:
+                cols = tl.load(col_map_ptr + j0 - (j0 % G)) + (j0 % G) + offs_n
+            else:
+                cols = tl.load(col_map_ptr + j, mask=n_mask, other=0)
+            y = acc
+            if HAS_BIAS:
+                b = tl.load(bias_ptr + cols, mask=n_mask, other=0.0).to(tl.float32)
+                y = y + b[:, None]
+            y = _activation(y, ACT)
+            if WIDE_INDEX:
+                o_off = cols.to(tl.int64)[:, None] * stride_on + \
+                    offs_m.to(tl.int64)[None, :] * stride_om
+            else:
+                o_off = cols[:, None] * stride_on + offs_m[None, :] * stride_om
+            tl.store(out_ptr + o_off, y.to(out_ptr.dtype.element_ty),
+                     mask=n_mask[:, None] & m_mask[None, :])
+            acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
 
 
 def launch_tile_kernel(x2: Tensor, x_feature_major: bool, values: Tensor, row_idx: Tensor,
                        row_ptr: Tensor, col_map: Tensor, bias: Optional[Tensor],
                        out2: Tensor, out_feature_major: bool, order: Tensor,
-                       cols_contig: bool, activation: str, cfg: TileConfig) -> None:
+                       cols_contig: bool, activation: str, cfg: TileConfig,
+                       schedule: Optional[tuple] = None) -> None:
     """Run the kernel on 2-D views.
 
     ``x2`` is ``[K, M]`` when ``x_feature_major`` else ``[M, K]``; ``out2`` likewise
     ``[N, M]`` or ``[M, N]``. ``order`` holds the column-block ids (``G // block_n``
     blocks per tile) in launch order. Writes only the columns listed in ``col_map``.
+    ``schedule`` = (items, progs) from :meth:`TilePlan.schedule_for`, needed when
+    ``cfg.flat``.
     """
     G = values.shape[1]
     if x_feature_major:
@@ -219,21 +279,27 @@ def launch_tile_kernel(x2: Tensor, x_feature_major: bool, values: Tensor, row_id
     if M == 0 or num_cb == 0:
         return
     wide = max(x2.numel(), out2.numel(), values.numel()) >= 2**31 - 1
-    items = num_cb * triton.cdiv(M, cfg.block_m)
-    if cfg.persistent:
-        kernel = _tile_linear_persistent
-        grid = (min(items, cfg.persistent * _num_sms(x2.device)),)
-    else:
-        kernel, grid = _tile_linear_kernel, (items,)
-    kernel[grid](
-        x2, values, row_idx, row_ptr, col_map, bias if bias is not None else values,
+    common = dict(G=G, BLOCK_N=cfg.block_n, BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
+                  HAS_BIAS=bias is not None, ACT=ACT_CODES[activation],
+                  COLS_CONTIG=cols_contig, WIDE_INDEX=wide,
+                  num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    b_arg = bias if bias is not None else values
+    if cfg.flat:
+        items, progs = schedule
+        _tile_linear_flat[(progs.shape[0],)](
+            x2, values, row_idx, col_map, b_arg, out2, items, progs, M, col_map.numel(),
+            stride_xk, stride_xm, stride_on, stride_om, **common)
+        return
+    grid = (num_cb * triton.cdiv(M, cfg.block_m),)
+    _tile_linear_kernel[grid](
+        x2, values, row_idx, row_ptr, col_map, b_arg,
         out2, order, M, col_map.numel(), num_cb,
-        stride_xk, stride_xm, stride_on, stride_om,
-        G=G, BLOCK_N=cfg.block_n, BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
-        GROUP_CB=cfg.group_cb, HAS_BIAS=bias is not None, ACT=ACT_CODES[activation],
-        COLS_CONTIG=cols_contig, WIDE_INDEX=wide,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-    )
+        stride_xk, stride_xm, stride_on, stride_om, GROUP_CB=cfg.group_cb, **common)
+
+
+def num_sms(device: torch.device) -> int:
+    """Multiprocessor count (cached: the query costs microseconds per call)."""
+    return _num_sms(device)
 
 
 _sms: dict = {}

@@ -1,0 +1,91 @@
+"""choose_kernel: time each tile layer's sparse kernel against dense cuBLAS, keep the faster.
+
+Why: a tile layer is only worth running sparse where it beats cuBLAS at its real shape
+on this GPU, which depends on M, K, N, G and the per-tile density profile — too many
+factors to model reliably. :func:`sparsefx.runtime.cuda.dispatch.decide` measures the
+candidate Triton configs and dense at the layer's shape and caches the decision (in
+memory and on disk); the op then follows it on every call. This pass makes that happen
+at compile time, with the example inputs' shapes, and reports the numbers per layer.
+
+Before: ``substitute_ops`` ran (nodes call ``sparsefx::tile_linear``) and shape meta
+(``node.meta["val"]`` of the input) is present. After: each such node carries
+``node.meta["sparsefx.kernel"]`` (choice, sparse_ms, dense_ms, config); the graph is
+unchanged. Without a GPU, triton, or shape meta the pass records why and does nothing.
+Idempotent: decisions are cached, so a second run writes the same meta and reports
+``modified=False``. Keeps no state of its own (the decision cache belongs to the
+runtime, like a kernel cache).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from torch import fx
+
+from sparsefx.layers import get_attr_path
+from sparsefx.passes.infra import LAYER_META, PassContext, PassResult, Record
+
+KERNEL_META = "sparsefx.kernel"
+
+
+class ChooseKernel:
+    name = "choose_kernel"
+
+    def __call__(self, gm: fx.GraphModule, ctx: PassContext) -> PassResult:
+        nodes = [n for n in gm.graph.nodes if _is_tile_linear(n)]
+        if not nodes:
+            return PassResult(gm, False, [])
+        from sparsefx.runtime.cuda import register_cuda_kernels
+        if not register_cuda_kernels():
+            return PassResult(gm, False, [Record("kernel_choice_skipped", None,
+                                                 {"reason": "no CUDA GPU or no triton"})])
+        records, modified = [], False
+        for node in nodes:
+            meta, record = _choose(gm, node)
+            records.append(record)
+            if meta is not None and node.meta.get(KERNEL_META) != meta:
+                node.meta[KERNEL_META] = meta
+                modified = True
+        return PassResult(gm, modified, records)
+
+
+def _is_tile_linear(node: fx.Node) -> bool:
+    return node.op == "call_function" and \
+        node.target is torch.ops.sparsefx.tile_linear.default
+
+
+def _layer_name(node: fx.Node) -> str:
+    info = node.meta.get(LAYER_META)
+    return getattr(info, "name", None) or node.name
+
+
+def _resolve(gm: fx.GraphModule, arg: Any) -> Any:
+    if isinstance(arg, fx.Node) and arg.op == "get_attr":
+        return get_attr_path(gm, arg.target)
+    return arg
+
+
+def _choose(gm: fx.GraphModule, node: fx.Node) -> tuple[Optional[dict], Record]:
+    from sparsefx.runtime.cuda.dispatch import decide
+    layer = _layer_name(node)
+    x_node = node.args[0]
+    val = x_node.meta.get("val") if isinstance(x_node, fx.Node) else None
+    values, row_idx, row_ptr, col_map, bias = (_resolve(gm, a) for a in node.args[1:6])
+    out_features = node.args[6]
+    activation = node.args[7] if len(node.args) > 7 else "none"
+    feature_major = node.args[8] if len(node.args) > 8 else False
+    if val is None:
+        return None, Record("kernel_choice_skipped", layer, {"reason": "no shape meta"})
+    if not isinstance(values, torch.Tensor) or not values.is_cuda:
+        return None, Record("kernel_choice_skipped", layer,
+                            {"reason": "packed weights are not on a CUDA device"})
+    if val.dtype != values.dtype:
+        return None, Record("kernel_choice_skipped", layer,
+                            {"reason": f"input {val.dtype} vs weights {values.dtype}"})
+    dec = decide(tuple(val.shape), values, row_idx, row_ptr, col_map, bias, out_features,
+                 activation, feature_major, layer=layer)
+    meta = {"choice": dec.choice, "sparse_ms": dec.sparse_ms, "dense_ms": dec.dense_ms,
+            "config": None if dec.config is None else dec.config.to_dict()}
+    return meta, Record("kernel_chosen", layer, {
+        "choice": dec.choice, "sparse_ms": dec.sparse_ms, "dense_ms": dec.dense_ms,
+        "speedup": dec.speedup})

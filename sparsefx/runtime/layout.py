@@ -1,0 +1,35 @@
+"""Layout conversions the layout pass inserts at feature-major chain boundaries.
+
+Row-major activations are ``[..., F]`` (tokens first); feature-major ones are the 2-D
+``[F, T]`` with ``T = prod(...)`` tokens — the layout ``sparsefx::tile_linear`` reads
+fastest with ``feature_major=True``. Each conversion is one transpose copy, made
+contiguous on purpose: the consumers (GEMM kernels, attention) want dense strides, and a
+single explicit copy is what ``propagate_layout`` counts as "a transpose".
+
+Plain functions (like :mod:`sparsefx.runtime.conv`), so FX graphs call them directly and
+``torch.export`` traces them into ``aten`` ops.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from torch import Tensor
+
+
+def to_feature_major(x: Tensor) -> Tensor:
+    """``[..., F]`` → contiguous ``[F, T]``."""
+    return x.reshape(-1, x.shape[-1]).t().contiguous()
+
+
+def from_feature_major(y: Tensor, like: Optional[Tensor] = None,
+                       shape: Optional[Sequence[int]] = None) -> Tensor:
+    """Contiguous ``[..., F]`` from ``y = [F, T]``. The leading (token) dims are those of
+    ``like`` (a row-major tensor with the same tokens, for graphs whose batch size may
+    change) or the static ``shape[:-1]``."""
+    if like is not None:
+        lead = list(like.shape[:-1])
+    elif shape is not None:
+        lead = list(shape[:-1])
+    else:
+        lead = [y.shape[1]]
+    return y.t().reshape(*lead, y.shape[0]).contiguous()

@@ -1,0 +1,141 @@
+"""Shared test helpers: tiny models of every kind sparsefx must handle, and helpers to
+run a prefix of the pass pipeline on a hand-built context. (A plain module, not a
+conftest, so that test files import it by a name no other conftest shadows.)"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from sparsefx.api import _capture_and_analyse
+from sparsefx.capture import capture, normalize_inputs
+from sparsefx.config import make_config
+from sparsefx.passes.infra import PassContext
+from sparsefx.passes.pack_weights import PackWeights
+from sparsefx.passes.substitute_ops import SubstituteOps
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((out.double() - ref.double()).norm() / ref.double().norm()).item()
+
+
+class MLP(nn.Module):
+    def __init__(self, d_in=48, hidden=96, d_out=40):
+        super().__init__()
+        self.fc1 = nn.Linear(d_in, hidden)
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.fc3 = nn.Linear(hidden, d_out)
+
+    def forward(self, x):
+        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
+
+
+class CNN(nn.Module):
+    """conv+BN+ReLU blocks, a Conv1d branch and a grouped conv the pattern must skip."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 32, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(32)
+        self.conv2 = nn.Conv2d(32, 48, 3, stride=2, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(48)
+        self.depthwise = nn.Conv2d(48, 48, 3, padding=1, groups=48)
+        self.head = nn.Linear(48, 10)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.bn2(self.conv2(x)))
+        x = self.depthwise(x)
+        return self.head(x.mean(dim=(2, 3)))
+
+
+class Conv1dNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(8, 32, 5, padding=2, dilation=1, stride=2)
+
+    def forward(self, x):
+        return torch.relu(self.conv(x))
+
+
+class FunctionalLinear(nn.Module):
+    """Calls F.linear directly on its own parameters (no nn.Linear)."""
+
+    def __init__(self, d_in=40, d_out=64):
+        super().__init__()
+        self.w1 = nn.Parameter(torch.randn(d_out, d_in) / d_in ** 0.5)
+        self.b1 = nn.Parameter(torch.randn(d_out) * 0.1)
+        self.w2 = nn.Parameter(torch.randn(d_out, d_out) / d_out ** 0.5)
+
+    def forward(self, x):
+        return F.linear(torch.tanh(F.linear(x, self.w1, self.b1)), self.w2)
+
+
+def randomize_batchnorm(model: nn.Module) -> nn.Module:
+    """Non-trivial running stats and affine parameters, so BN is not the identity."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.running_mean.normal_(0, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.normal_(0, 0.1)
+    return model
+
+
+def small_bert():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=128, vocab_size=100,
+                                     max_position_embeddings=64)
+    return transformers.BertModel(config).eval()
+
+
+def small_gpt2():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=100,
+                                     n_positions=64, use_cache=False, bos_token_id=0,
+                                     eos_token_id=0)
+    return transformers.GPT2Model(config).eval()
+
+
+def make_context(model: nn.Module, example_inputs=None, **options) -> tuple[fx.GraphModule, PassContext]:
+    """Capture ``model`` and build the context the passes expect."""
+    args, kwargs = normalize_inputs(example_inputs)
+    captured = capture(model, args, kwargs)
+    ctx = PassContext(config=make_config(**options), model=model, example_args=args,
+                      example_kwargs=kwargs, frontend=captured.frontend)
+    return captured.gm, ctx
+
+
+def run_passes(gm, ctx, passes):
+    results = []
+    for p in passes:
+        result = p(gm, ctx)
+        gm = result.gm
+        results.append(result)
+    return gm, results
+
+
+# --- builders for the rewrite-pass tests ----------------------------------------------
+def substituted(model, example, **options):
+    """``(gm, ctx)``: ``model`` captured, analysed, packed and substituted."""
+    cfg = make_config(**{"G": 16, "sparsity": 0.5, **options})
+    gm, ctx, _ = _capture_and_analyse(model.eval(), example, cfg)
+    for p in (PackWeights(), SubstituteOps()):
+        gm = p(gm, ctx).gm
+    return gm, ctx
+
+
+def ops_in(gm: fx.GraphModule, target) -> list[fx.Node]:
+    return [n for n in gm.graph.nodes if n.op == "call_function" and n.target == target]
+
+
+def run(gm, *args):
+    with torch.no_grad():
+        return gm(*args)
+
+
+def rel(a, b) -> float:
+    a, b = a.detach(), b.detach()
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
