@@ -107,14 +107,19 @@ def run_case(M, K, N, G, sparsity, uneven, feature_major, gen, dtype=torch.float
             "chosen_us": chosen_ms * 1e3, "ratio": dense_ms / sparse_ms,
             "ratio_chosen": dense_ms / chosen_ms, "choice": dec.choice,
             "config": None if dec.config is None else dec.config.to_dict(),
-            "rel_err": err, "dec_dense_us": (dec.dense_ms or 0) * 1e3}
+            "rel_err": err, "dec_dense_us": (dec.dense_ms or 0) * 1e3,
+            "candidates": dec.candidates}
+
+
+def fmt_cfg(cfg) -> str:
+    return (f"{cfg.get('block_n')}x{cfg.get('block_m')}x{cfg.get('block_k')}"
+             f"/w{cfg.get('num_warps')}s{cfg.get('num_stages')}g{cfg.get('group_cb')}"
+             + ("" if cfg.get("transpose_x", True) else "/direct")
+             + (f"/flat{cfg['flat']}" if cfg.get("flat") else "")) if cfg else "-"
 
 
 def fmt_row(r) -> str:
-    cfg = r["config"] or {}
-    cfg_s = (f"{cfg.get('block_n')}x{cfg.get('block_m')}x{cfg.get('block_k')}"
-             f"/w{cfg.get('num_warps')}s{cfg.get('num_stages')}g{cfg.get('group_cb')}"
-             + ("" if cfg.get("transpose_x", True) else "/direct")) if cfg else "-"
+    cfg_s = fmt_cfg(r["config"] or {})
     return (f"| {r['M']}×{r['K']}→{r['N']} | {r['G']} | {r['layout']} | "
             f"{r['sparsity']:.2f} | {r['profile']} | {r['dense_us']:.1f} | "
             f"{r['sparse_us']:.1f} | {r['ratio']:.2f}× | {r['chosen_us']:.1f} | "
@@ -133,6 +138,8 @@ def main() -> None:
     ap.add_argument("--sparsity", default=",".join(str(s) for s in SPARSITIES))
     ap.add_argument("--row-major", default="0,0.75",
                     help="sparsities also run row-major (G=128, even); '' for none")
+    ap.add_argument("--candidates", action="store_true",
+                    help="also print every candidate config's time per case")
     args = ap.parse_args()
     from sparsefx.runtime.cuda import register_cuda_kernels
     assert register_cuda_kernels(), "needs CUDA and triton"
@@ -154,6 +161,10 @@ def main() -> None:
         r = run_case(M, K, N, G, sp, un, fm, gen)
         rows.append(r)
         print(fmt_row(r), flush=True)
+        if args.candidates:      # every timed config, fastest first (tuning runs)
+            ranked = sorted(r["candidates"], key=lambda c: c[1])
+            print("#   " + "; ".join(f"{fmt_cfg(c)} {ms * 1e3:.1f}" for c, ms in ranked),
+                  flush=True)
         torch.cuda.empty_cache()
     print(f"# {len(rows)} cases in {time.time() - t0:.0f} s")
     out = os.environ.get("OUT")

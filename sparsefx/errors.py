@@ -17,3 +17,10 @@ class CaptureError(SparsefxError, RuntimeError):
 class PassError(SparsefxError, RuntimeError):
     """A pass failed or left the graph broken; the message names the pass and the
     pipeline that ran before it."""
+
+
+class ExportError(SparsefxError, RuntimeError):
+    """A compiled model could not be exported, saved, loaded or handed to a backend.
+
+    The message names the argument, op or file at fault and says what to do.
+    """

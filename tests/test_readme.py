@@ -13,5 +13,6 @@ def test_readme_has_a_quickstart():
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_block_runs(index):
+def test_readme_block_runs(index, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)                # blocks that write files write them here
     exec(compile(BLOCKS[index], f"README.md block {index}", "exec"), {"__name__": "readme"})

@@ -28,7 +28,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from sparsefx.export.errors import ExportError
+from sparsefx.errors import ExportError
 from sparsefx.runtime.ops import apply_activation, csr_to_dense
 
 try:  # pragma: no cover - exercised only where TensorRT is installed

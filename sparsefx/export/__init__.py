@@ -6,7 +6,7 @@
 * ``torch.export.export(sm, ...)`` and ``torch.compile(sm)`` work on a compiled model
   directly (the ops have fake kernels and autograd).
 """
-from sparsefx.export.errors import ExportError
+from sparsefx.errors import ExportError
 from sparsefx.export.onnx import export_onnx
 from sparsefx.export.save_load import FORMAT_VERSION, load, save
 

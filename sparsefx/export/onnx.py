@@ -25,7 +25,7 @@ from onnx.defs import OpSchema
 from torch import fx
 
 from sparsefx.capture import normalize_inputs
-from sparsefx.export.errors import ExportError
+from sparsefx.errors import ExportError
 from sparsefx.export.onnx_functions import (DOMAIN, DOMAIN_VERSION, FUNCTION_ATTRIBUTES,
                                             INPUTS, MIN_OPSET, OP_TYPES, functions_for)
 from sparsefx.runtime.ops import ACTIVATIONS

@@ -37,7 +37,7 @@ import torch
 from torch import fx, nn
 
 import sparsefx
-from sparsefx.export.errors import ExportError
+from sparsefx.errors import ExportError
 from sparsefx.log import LayerRow, PassLog, PassRow
 
 FORMAT = "sparsefx.saved"

@@ -210,6 +210,7 @@ def _tile_linear_flat(
             k_t = tl.load(items_ptr + 4 * it + 1)
             j0 = tl.load(items_ptr + 4 * it + 2)
             mb = tl.load(items_ptr + 4 * it + 3)
+        n0 = tl.multiple_of(j0 % G, BLOCK_N)             # column inside the tile
         offs_m = mb * BLOCK_M + ar_m
         m_mask = offs_m < M
         kk = k + offs_k
@@ -223,7 +224,7 @@ def _tile_linear_flat(
             x_off = rows[:, None] * stride_xk + offs_m[None, :] * stride_xm
             w_off = (start + kk)[:, None] * G
         xb = tl.load(x_ptr + x_off, mask=k_mask[:, None] & m_mask[None, :], other=0.0)
-        wb = tl.load(w_ptr + w_off + ((j0 % G) + offs_n)[None, :], mask=k_mask[:, None],
+        wb = tl.load(w_ptr + w_off + (n0 + offs_n)[None, :], mask=k_mask[:, None],
                      other=0.0)
         acc = tl.dot(tl.trans(wb), xb, acc)
         k_next = k + BLOCK_K
@@ -233,7 +234,7 @@ def _tile_linear_flat(
             j = j0 + offs_n
             n_mask = j < n_kept
             if COLS_CONTIG:
-                cols = tl.load(col_map_ptr + j0 - (j0 % G)) + (j0 % G) + offs_n
+                cols = tl.multiple_of(tl.load(col_map_ptr + j0 - n0), 16) + n0 + offs_n
             else:
                 cols = tl.load(col_map_ptr + j, mask=n_mask, other=0)
             y = acc

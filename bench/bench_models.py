@@ -1,0 +1,306 @@
+"""End-to-end model benchmark: dense eager / dense torch.compile / sparsefx tile G=128.
+
+Models (random weights, fp16 on the GPU):
+
+* ``bert``  — HF ``BertModel`` BERT-base from config, batch 32 × seq 128;
+* ``vit``   — HF ``ViTModel`` ViT-B/16 from config, batch 32 × 224² images;
+* ``llama`` — a stack of 4 Llama-style MLP blocks (SiLU-gated, 4096 → 11008 → 4096,
+  RMSNorm + residual), 4096 tokens.
+
+Why these columns (see /work/shared/BENCHMARKS.md): eager wall time on these models is
+mostly launch overhead, so every side is timed **inside a CUDA graph** where possible
+(dense eager and sparsefx captured with ``torch.cuda.graphs``; dense ``torch.compile``
+with ``mode="reduce-overhead"``, which uses CUDA graphs itself); a side whose capture
+fails is timed eagerly and marked ``*``. The GPU time of one eager forward is split by
+``torch.profiler`` kernel names into sparse/dense GEMMs, fused non-GEMM kernels
+(``sparsefx`` norm kernels), transposes/copies (layout conversions) and everything else.
+
+Speedups are dense-eager-time / time, measured in the same run. Compilation (pruning +
+rewriting) happens on the CPU in fp32; the compiled module is then moved to the GPU and
+cast to fp16. A markdown table goes to stdout and ``$OUT/bench_models.md`` when ``$OUT``
+is set.
+
+    python bench/bench_models.py                 # GPU, all models (< 8 minutes)
+    python bench/bench_models.py --models bert --sparsities 0.75
+    python bench/bench_models.py --smoke         # tiny configs on CPU: checks the script
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import sparsefx  # noqa: E402
+
+GEMM_WORDS = ("gemm", "cutlass", "xmma", "nvjet", "_tile_linear", "tile_block", "matmul",
+              "sm90", "sm80")
+FUSED_WORDS = ("_brln_",)
+TRANSPOSE_WORDS = ("copy", "transpose", "permute")
+
+
+# --------------------------------------------------------------------------- models
+class RMSNorm(nn.Module):
+    def __init__(self, d: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight, self.eps = nn.Parameter(torch.ones(d)), eps
+
+    def forward(self, x):
+        return self.weight * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+
+
+class LlamaMLP(nn.Module):
+    """``down(silu(gate(x)) * up(x))`` with a pre-norm residual, as in Llama blocks."""
+
+    def __init__(self, d: int, inner: int):
+        super().__init__()
+        self.norm = RMSNorm(d)
+        self.gate = nn.Linear(d, inner, bias=False)
+        self.up = nn.Linear(d, inner, bias=False)
+        self.down = nn.Linear(inner, d, bias=False)
+
+    def forward(self, x):
+        h = self.norm(x)
+        return x + self.down(nn.functional.silu(self.gate(h)) * self.up(h))
+
+
+class LlamaMLPStack(nn.Module):
+    def __init__(self, d: int, inner: int, layers: int):
+        super().__init__()
+        self.blocks = nn.Sequential(*[LlamaMLP(d, inner) for _ in range(layers)])
+
+    def forward(self, x):
+        return self.blocks(x)
+
+
+def build(name: str, smoke: bool) -> tuple[nn.Module, tuple]:
+    """``(model, example_args)`` on the CPU in fp32."""
+    torch.manual_seed(0)
+    if name == "bert":
+        from transformers import BertConfig, BertModel
+        cfg = BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         intermediate_size=256, vocab_size=100) if smoke else BertConfig()
+        batch, seq = (2, 16) if smoke else (32, 128)
+        model = BertModel(cfg, add_pooling_layer=False)
+        return model.eval(), (torch.randint(0, cfg.vocab_size, (batch, seq)),)
+    if name == "vit":
+        from transformers import ViTConfig, ViTModel
+        cfg = ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=256, image_size=32, patch_size=8) if smoke \
+            else ViTConfig()
+        batch = 2 if smoke else 32
+        model = ViTModel(cfg, add_pooling_layer=False)
+        return model.eval(), (torch.randn(batch, 3, cfg.image_size, cfg.image_size),)
+    if name == "llama":
+        d, inner, layers, tokens = (64, 256, 2, 32) if smoke else (4096, 11008, 4, 4096)
+        return LlamaMLPStack(d, inner, layers).eval(), (torch.randn(tokens, d),)
+    raise ValueError(f"unknown model {name!r}")
+
+
+# --------------------------------------------------------------------------- timing
+def first_tensor(out):
+    if isinstance(out, torch.Tensor):
+        return out
+    if hasattr(out, "last_hidden_state"):
+        return out.last_hidden_state
+    if isinstance(out, (tuple, list)):
+        return first_tensor(out[0])
+    if isinstance(out, dict):
+        return first_tensor(next(iter(out.values())))
+    raise TypeError(type(out))
+
+
+def time_ms(fn: Callable[[], object], device: str, iters: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(iters):
+            fn()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / iters
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    return (time.perf_counter() - t0) * 1e3 / iters
+
+
+def graphed(model: nn.Module, args: tuple, device: str) -> tuple[Callable[[], object], bool]:
+    """A replay function of ``model(*args)`` captured in a CUDA graph, or the eager call
+    (second value False) when capture is impossible (CPU, or the model refuses)."""
+    eager = lambda: model(*args)  # noqa: E731
+    if device != "cuda":
+        return eager, False
+    try:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3):                    # warm up (kernel choice, autotuning)
+                model(*args)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            model(*args)
+        return graph.replay, True
+    except Exception as exc:  # noqa: BLE001 - report and fall back to eager timing
+        print(f"  (CUDA graph capture failed: {type(exc).__name__}: {exc}; timing eagerly)")
+        torch.cuda.synchronize()
+        return eager, False
+
+
+def profile_split(fn: Callable[[], object], device: str) -> dict[str, float]:
+    """GPU (or CPU) time of one forward, in ms, by kernel category."""
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    fn()
+    with profile(activities=activities) as prof:
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+    split = {"gemm": 0.0, "fused": 0.0, "transpose": 0.0, "other": 0.0}
+    for evt in prof.events():
+        if device == "cuda":
+            if evt.device_type != torch.autograd.DeviceType.CUDA:
+                continue
+            us = evt.device_time
+        else:   # CPU smoke mode: leaf aten ops only
+            if not evt.name.startswith("aten::") or evt.cpu_children:
+                continue
+            us = evt.self_cpu_time_total
+        split[classify(evt.name)] += us / 1e3
+    return split
+
+
+def classify(name: str) -> str:
+    low = name.lower()
+    if any(w in low for w in FUSED_WORDS):
+        return "fused"
+    if any(w in low for w in GEMM_WORDS) or low in ("aten::mm", "aten::addmm", "aten::bmm"):
+        return "gemm"
+    if any(w in low for w in TRANSPOSE_WORDS) or low in ("aten::clone", "aten::contiguous"):
+        return "transpose"
+    return "other"
+
+
+# --------------------------------------------------------------------------- runs
+@dataclass
+class Row:
+    model: str
+    column: str
+    ms: float
+    graphed: bool
+    split: dict = field(default_factory=dict)
+    transposes: Optional[int] = None
+    err: Optional[float] = None
+
+
+def run_model(name: str, sparsities: list[float], args) -> list[Row]:
+    device, dtype = ("cpu", torch.float32) if args.smoke else ("cuda", torch.float16)
+    model, example = build(name, args.smoke)
+    G = 16 if args.smoke else 128
+    inputs = tuple(t.to(device) if t.is_floating_point() is False else t.to(device, dtype)
+                   for t in example)
+    dense = model.to(device, dtype)
+    rows = []
+    with torch.no_grad():
+        fn, ok = graphed(dense, inputs, device)
+        eager_ms = time_ms(fn, device, args.iters)
+        rows.append(Row(name, "dense eager", eager_ms, ok, profile_split(
+            lambda: dense(*inputs), device)))
+        if not args.no_compile:
+            rows.append(_compiled_row(name, dense, inputs, device, args))
+        for sparsity in sparsities:
+            rows.append(_sparse_row(name, model, example, inputs, sparsity, G, device,
+                                    dtype, args))
+    return rows
+
+
+def _compiled_row(name, dense, inputs, device, args) -> Row:
+    mode = "reduce-overhead" if device == "cuda" else "default"
+    try:
+        compiled = torch.compile(dense, mode=mode)
+        ms = time_ms(lambda: compiled(*inputs), device, args.iters, warmup=5)
+        return Row(name, "dense torch.compile", ms, device == "cuda")
+    except Exception as exc:  # noqa: BLE001 - no compiler toolchain on this machine
+        print(f"  torch.compile failed ({type(exc).__name__}: {str(exc)[:200]})")
+        return Row(name, "dense torch.compile", float("nan"), False)
+
+
+def _sparse_row(name, model, example, inputs, sparsity, G, device, dtype, args) -> Row:
+    cpu_model = model.to("cpu", torch.float32)
+    t0 = time.perf_counter()
+    sm = sparsefx.compile(cpu_model, example, G=G, sparsity=sparsity)
+    pm = sparsefx.prune(cpu_model, example, G=G, sparsity=sparsity)
+    compile_s = time.perf_counter() - t0
+    transposes = next((r["transposes"] for p in sm.log.passes if p.name == "propagate_layout"
+                       for r in p.records if r.get("action") == "summary"), None)
+    sm, pm = sm.to(device, dtype), pm.to(device, dtype)
+    model.to(device, dtype)
+    fn, ok = graphed(sm, inputs, device)
+    ms = time_ms(fn, device, args.iters)
+    split = profile_split(lambda: sm(*inputs), device)
+    out, ref = first_tensor(sm(*inputs)).float(), first_tensor(pm(*inputs)).float()
+    err = float((out - ref).norm() / ref.norm().clamp_min(1e-30))
+    print(f"  {name} {sparsity:.0%}: compiled in {compile_s:.1f}s, rel err {err:.2e}")
+    return Row(name, f"sparsefx {sparsity:.0%}", ms, ok, split, transposes, err)
+
+
+# --------------------------------------------------------------------------- report
+def table(rows: list[Row]) -> str:
+    lines = ["| model | column | ms | vs dense eager | vs dense compile | GEMM ms | fused "
+             "non-GEMM ms | transposes ms | other ms | transposes (#) | rel err |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        eager = next(r.ms for r in rows if r.model == row.model and r.column == "dense eager")
+        comp = next((r.ms for r in rows if r.model == row.model
+                     and r.column == "dense torch.compile"), float("nan"))
+        s = row.split
+        cells = [row.model, row.column + ("" if row.graphed else " *"), f"{row.ms:.3f}",
+                 f"{eager / row.ms:.2f}x", f"{comp / row.ms:.2f}x"]
+        cells += [f"{s[k]:.3f}" if s else "" for k in ("gemm", "fused", "transpose", "other")]
+        cells += ["" if row.transposes is None else str(row.transposes),
+                  "" if row.err is None else f"{row.err:.1e}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("`*` timed eagerly (no CUDA graph). Split = one eager forward under "
+                 "torch.profiler, by kernel name.")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=["bert", "vit", "llama"])
+    parser.add_argument("--sparsities", nargs="+", type=float, default=[0.5, 0.75, 0.9])
+    parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--smoke", action="store_true", help="tiny configs on the CPU")
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.iters = min(args.iters, 2)
+    elif not torch.cuda.is_available():
+        parser.error("needs a CUDA GPU (use --smoke to check the script on a CPU)")
+    rows = []
+    start = time.perf_counter()
+    for name in args.models:
+        print(f"{name} ...", flush=True)
+        rows += run_model(name, args.sparsities, args)
+        print(f"  done at {time.perf_counter() - start:.0f}s", flush=True)
+    text = table(rows)
+    print(text)
+    if os.environ.get("OUT"):
+        Path(os.environ["OUT"], "bench_models.md").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
