@@ -19,7 +19,7 @@ def test_log_table_and_json():
     data = json.loads(sm.log.to_json())
     assert {"passes", "layers"} <= data.keys()
     names = [p["name"] for p in data["passes"]]
-    assert names[:3] == ["find_prunable", "score_importance", "prune_tiles"]
+    assert names[:4] == ["fold_batchnorm", "find_prunable", "score_importance", "prune_tiles"]
     row = next(r for r in data["layers"] if r["name"] == "fc2")
     assert row["weight_shape"] == [96, 96] and row["pattern"] == "tile"
     assert row["target_sparsity"] == 0.75 and 0 < row["achieved_sparsity"] < 1

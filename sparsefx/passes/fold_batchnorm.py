@@ -28,6 +28,7 @@ second time. Frees the BN module / buffers once unused.
 """
 from __future__ import annotations
 
+import copy
 import operator
 from typing import Any, Optional
 
@@ -185,8 +186,14 @@ def _weights_private(gm, producer, target) -> bool:
 
 # --------------------------------------------------------------------------- rewrite
 def _fold(gm: fx.GraphModule, producer: fx.Node, target: dict, bn: dict) -> None:
-    """Write the folded weight and bias (computed in float64, stored in the weight's
-    dtype) into the producer's parameters."""
+    """Give the producer new parameters holding the folded weight and bias (computed in
+    float64, stored in the weight's dtype).
+
+    Never writes into the existing tensors: a traced graph shares its leaf modules and
+    parameters with the model it was traced from, which must stay unchanged.
+    """
+    if "module" in target:
+        target["module"] = _private_module(gm, target["name"], target["module"])
     weight = target["module"].weight if "module" in target else \
         get_attr_path(gm, target["weight_node"].target)
     bias = (target["module"].bias if "module" in target else
@@ -196,21 +203,40 @@ def _fold(gm: fx.GraphModule, producer: fx.Node, target: dict, bn: dict) -> None
     beta = bn["bias"].double() if bn["bias"] is not None else torch.zeros_like(mean)
     scale = gamma / torch.sqrt(var + bn["eps"])
     b = bias.double() if bias is not None else torch.zeros_like(mean)
-    new_w = weight.double() * scale.view(-1, *([1] * (weight.dim() - 1)))
-    new_b = (b - mean) * scale + beta
-    with torch.no_grad():
-        weight.copy_(new_w.to(weight.dtype))
-        if bias is not None:
-            bias.copy_(new_b.to(bias.dtype))
-            return
-    _add_bias(gm, producer, target, nn.Parameter(new_b.to(weight.dtype),
-                                                 requires_grad=weight.requires_grad))
+    new_w = weight.detach().double() * scale.view(-1, *([1] * (weight.dim() - 1)))
+    new_b = (b.detach() - mean) * scale + beta
+    grad = weight.requires_grad
+    new_weight = nn.Parameter(new_w.to(weight.dtype), requires_grad=grad)
+    new_bias = nn.Parameter(new_b.to(weight.dtype), requires_grad=grad)
+    if "module" in target:
+        target["module"].weight = new_weight
+        target["module"].bias = new_bias
+        return
+    _set_attr(gm, target["weight_node"].target, new_weight)
+    if bias is not None:
+        _set_attr(gm, target["bias_node"].target, new_bias)
+    else:
+        _add_bias(gm, producer, target, new_bias)
+
+
+def _private_module(gm: fx.GraphModule, path: str, module: nn.Module) -> nn.Module:
+    """A copy of ``module`` installed at ``path`` in ``gm`` only (the parents of a traced
+    graph's leaves are the graph's own containers, the leaves are the model's)."""
+    clone = copy.deepcopy(module)
+    _set_attr(gm, path, clone)
+    return clone
+
+
+def _set_attr(gm: fx.GraphModule, path: str, value) -> None:
+    owner_path, _, name = path.rpartition(".")
+    owner = gm.get_submodule(owner_path) if owner_path else gm
+    if isinstance(value, nn.Parameter) and name in owner._parameters:
+        owner._parameters[name] = value
+    else:
+        setattr(owner, name, value)
 
 
 def _add_bias(gm, producer, target, param: nn.Parameter) -> None:
-    if "module" in target:
-        target["module"].bias = param
-        return
     owner_path, _, _ = target["weight_node"].target.rpartition(".")
     owner = gm.get_submodule(owner_path) if owner_path else gm
     name = "bias"

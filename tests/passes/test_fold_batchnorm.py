@@ -120,3 +120,24 @@ def test_scores_use_folded_weights():
     pm = sparsefx.prune(model, torch.randn(4, 16), G=16, sparsity=0.5)
     mask = pm.sparsefx_masks["0.weight"]
     assert mask[:16].all() and not mask[16:].any()
+
+
+@pytest.mark.parametrize("frontend", ["symbolic_trace", "torch.export"])
+def test_traced_from_model_is_not_mutated(frontend):
+    """A traced graph shares leaf modules/parameters with its model: folding must give
+    the graph new parameters, never write into the model's."""
+    model = _cnn(bias=False)
+    x = torch.randn(2, 3, 8, 8)
+    want = run(model, x)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    if frontend == "symbolic_trace":
+        gm = fx.symbolic_trace(model)               # no copy on purpose
+        propagate_shapes(gm, (x,), {})
+    else:
+        gm = torch.export.export(model, (x,), strict=False).module()
+    assert FoldBatchnorm()(gm, PassContext(config=None)).modified
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, weights[k]), k
+    assert model[0].bias is None
+    torch.testing.assert_close(run(model, x), want, rtol=0, atol=0)
+    assert rel(run(gm, x), want) < 1e-5
