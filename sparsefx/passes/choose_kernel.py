@@ -59,6 +59,14 @@ def _layer_name(node: fx.Node) -> str:
     return getattr(info, "name", None) or node.name
 
 
+def _input_meta(x_node: Any) -> Any:
+    """Shape and dtype of the op's input: ``val`` (torch.export, fake tensors) or
+    ``tensor_meta`` (symbolic_trace + ShapeProp); both have ``.shape``/``.dtype``."""
+    if not isinstance(x_node, fx.Node):
+        return None
+    return x_node.meta.get("val", x_node.meta.get("tensor_meta"))
+
+
 def _resolve(gm: fx.GraphModule, arg: Any) -> Any:
     if isinstance(arg, fx.Node) and arg.op == "get_attr":
         return get_attr_path(gm, arg.target)
@@ -69,7 +77,7 @@ def _choose(gm: fx.GraphModule, node: fx.Node) -> tuple[Optional[dict], Record]:
     from sparsefx.runtime.cuda.dispatch import decide
     layer = _layer_name(node)
     x_node = node.args[0]
-    val = x_node.meta.get("val") if isinstance(x_node, fx.Node) else None
+    val = _input_meta(x_node)
     values, row_idx, row_ptr, col_map, bias = (_resolve(gm, a) for a in node.args[1:6])
     out_features = node.args[6]
     activation = node.args[7] if len(node.args) > 7 else "none"
