@@ -220,9 +220,10 @@ def run_model(name: str, sparsities: list[float], args) -> list[Row]:
             lambda: dense(*inputs), device)))
         if not args.no_compile:
             rows.append(_compiled_row(name, dense, inputs, device, args))
-        for sparsity in sparsities:
-            rows.append(_sparse_row(name, model, example, inputs, sparsity, G, device,
-                                    dtype, args))
+        for layout in args.layouts:
+            for sparsity in sparsities:
+                rows.append(_sparse_row(name, model, example, inputs, sparsity, G, device,
+                                        dtype, args, layout))
     return rows
 
 
@@ -237,13 +238,14 @@ def _compiled_row(name, dense, inputs, device, args) -> Row:
         return Row(name, "dense torch.compile", float("nan"), False)
 
 
-def _sparse_row(name, model, example, inputs, sparsity, G, device, dtype, args) -> Row:
+def _sparse_row(name, model, example, inputs, sparsity, G, device, dtype, args,
+                layout="row_major") -> Row:
     # Compile on the device and in the dtype the model runs in: graphs captured with
     # torch.export are specialised to the example inputs' device, and compiling there
     # lets choose_kernel time each layer at its real shape.
     model.to(device, dtype)
     t0 = time.perf_counter()
-    sm = sparsefx.compile(model, inputs, G=G, sparsity=sparsity)
+    sm = sparsefx.compile(model, inputs, G=G, sparsity=sparsity, layout=layout)
     pm = sparsefx.prune(model, inputs, G=G, sparsity=sparsity)
     compile_s = time.perf_counter() - t0
     transposes = next((r["transposes"] for p in sm.log.passes if p.name == "propagate_layout"
@@ -257,8 +259,8 @@ def _sparse_row(name, model, example, inputs, sparsity, G, device, dtype, args) 
     split = profile_split(lambda: sm(*inputs), device)
     out, ref = first_tensor(sm(*inputs)).float(), first_tensor(pm(*inputs)).float()
     err = float((out - ref).norm() / ref.norm().clamp_min(1e-30))
-    print(f"  {name} {sparsity:.0%}: compiled in {compile_s:.1f}s, rel err {err:.2e}")
-    return Row(name, f"sparsefx {sparsity:.0%}", ms, ok, split, transposes, err)
+    print(f"  {name} {sparsity:.0%} {layout}: compiled in {compile_s:.1f}s, rel err {err:.2e}")
+    return Row(name, f"sparsefx {sparsity:.0%} {layout}", ms, ok, split, transposes, err)
 
 
 # --------------------------------------------------------------------------- report
@@ -290,6 +292,9 @@ def main(argv=None) -> None:
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--smoke", action="store_true", help="tiny configs on the CPU")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    parser.add_argument("--layouts", nargs="+", default=["row_major", "feature_major"],
+                        choices=["row_major", "feature_major"],
+                        help="sparsefx compile(layout=...) variants to time")
     args = parser.parse_args(argv)
     if args.smoke:
         args.iters = min(args.iters, 2)

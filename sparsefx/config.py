@@ -8,6 +8,7 @@ from typing import Any, Callable, Iterable, Optional, Union
 from sparsefx.errors import ConfigError
 
 PATTERNS = ("tile",)
+LAYOUTS = ("row_major", "feature_major")
 IMPORTANCES = ("magnitude", "taylor")
 
 #: ``exclude=`` accepts a layer name, a regular expression (string or compiled, matched
@@ -30,6 +31,7 @@ class CompileConfig:
     column_share: float = 0.25
     min_density: float = 0.0
     max_density: float = 1.0
+    layout: str = "row_major"
     _exclude_rules: tuple = field(default=(), repr=False, compare=False)
 
     @property
@@ -63,6 +65,8 @@ def make_config(**kwargs: Any) -> CompileConfig:
     if not 0.0 <= cfg.min_density <= cfg.max_density <= 1.0:
         raise ConfigError(f"need 0 <= min_density <= max_density <= 1, got "
                           f"min_density={cfg.min_density}, max_density={cfg.max_density}")
+    if cfg.layout not in LAYOUTS:
+        raise ConfigError(f"layout={cfg.layout!r} is not supported; choose one of {LAYOUTS}")
     if cfg.loss_fn is not None and not callable(cfg.loss_fn):
         raise ConfigError("loss_fn must be callable as loss_fn(output, batch) -> scalar tensor")
     if cfg.importance == "taylor" and cfg.calibration is None:

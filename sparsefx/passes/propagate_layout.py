@@ -29,6 +29,9 @@ so the batch size stays free, else from the static shape); feature-major reshape
 vanish (identity on ``[F, T]``). Adjacent ``to_feature_major(from_feature_major(y))``
 pairs collapse to ``y``.
 
+Runs only with ``compile(..., layout="feature_major")``; the default ``"row_major"``
+leaves the graph alone (see the ``layout`` argument of :func:`sparsefx.compile`).
+
 Limits (conservative on purpose): attention stays row-major (three ``from`` and one
 ``to`` conversion per transformer layer); convs and un-fused LayerNorms are boundaries;
 broadcasting binary ops (other than scalars) are boundaries; a sparse op whose input
@@ -81,6 +84,8 @@ class PropagateLayout:
     name = "propagate_layout"
 
     def __call__(self, gm: fx.GraphModule, ctx: PassContext) -> PassResult:
+        if getattr(ctx.config, "layout", "row_major") != "feature_major":
+            return PassResult(gm, False, [])     # compile(..., layout="row_major")
         graph = gm.graph
         removed_pairs = _remove_pairs(graph)
         kinds = {n: _classify(gm, n, ctx) for n in graph.nodes}

@@ -212,7 +212,9 @@ def test_cnn_conv_bn_relu(tmp_path):
 def test_hf_model(make_model, tmp_path):
     model = make_model()
     ids = torch.randint(0, 100, (2, 16))
-    sm = sparsefx.compile(model, (ids,), G=16, sparsity=0.75)
+    # feature-major: the file then also holds the layout conversions and the fused
+    # bias+residual+LayerNorm node, so their translations are checked too
+    sm = sparsefx.compile(model, (ids,), G=16, sparsity=0.75, layout="feature_major")
     path = tmp_path / "hf.onnx"
     export_onnx(sm, (ids,), path)
     onnx_model = assert_custom_file(path)

@@ -91,7 +91,7 @@ def test_feature_major_chain(build):
     """After the layout pass the sparse op is feature-major with a from-conversion after
     it; the pass then fuses feature-major."""
     model = Block()
-    gm, ctx = build(model, _inputs())
+    gm, ctx = build(model, _inputs(), layout="feature_major")
     x = _inputs()
     before = run(gm, *x)
     PropagateLayout()(gm, ctx)

@@ -25,7 +25,7 @@ def _mlp():
 
 
 def test_mlp_chain_has_two_transposes(build):
-    gm, ctx = build(_mlp(), torch.randn(4, 32))
+    gm, ctx = build(_mlp(), torch.randn(4, 32), layout="feature_major")
     x = torch.randn(7, 32)                  # another batch size: token dims stay free
     before = run(gm, x)
     result = PropagateLayout()(gm, ctx)
@@ -53,7 +53,7 @@ def test_broadcasting_op_is_a_boundary(build):
         def forward(self, x):
             return self.b(self.a(x) * self.scale)   # [.., 32] * [32]: layout-dependent
 
-    gm, ctx = build(Scaled(), torch.randn(4, 32))
+    gm, ctx = build(Scaled(), torch.randn(4, 32), layout="feature_major")
     x = torch.randn(4, 32)
     before = run(gm, x)
     PropagateLayout()(gm, ctx)
@@ -63,13 +63,13 @@ def test_broadcasting_op_is_a_boundary(build):
 
 def test_no_sparse_linear_no_change(build):
     model = nn.Sequential(nn.Conv2d(3, 32, 3), nn.ReLU())
-    gm, ctx = build(model, torch.randn(2, 3, 6, 6))
+    gm, ctx = build(model, torch.randn(2, 3, 6, 6), layout="feature_major")
     result = PropagateLayout()(gm, ctx)
     assert not result.modified and not _conversions(gm)
 
 
 def test_adjacent_pairs_are_removed(build):
-    gm, ctx = build(_mlp(), torch.randn(4, 32))
+    gm, ctx = build(_mlp(), torch.randn(4, 32), layout="feature_major")
     x = torch.randn(4, 32)
     before = run(gm, x)
     PropagateLayout()(gm, ctx)
@@ -90,7 +90,7 @@ def test_bert_block_feature_major_end_to_end():
     model = BertModel(BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                                  intermediate_size=128, vocab_size=100)).eval()
     ids = torch.randint(0, 100, (2, 8))
-    sm = sparsefx.compile(model, ids, G=16, sparsity=0.5)
+    sm = sparsefx.compile(model, ids, G=16, sparsity=0.5, layout="feature_major")
     pm = sparsefx.prune(model, ids, G=16, sparsity=0.5)
     fresh = torch.randint(0, 100, (2, 8))
     got, want = run(sm, fresh), run(pm, fresh)
@@ -109,8 +109,15 @@ def test_numerics_vs_unrewritten_gpt2():
     model = GPT2Model(GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=100,
                                  n_positions=16, use_cache=False)).eval()
     ids = torch.randint(0, 100, (2, 8))
-    sm = sparsefx.compile(model, ids, G=16, sparsity=0.5)
+    sm = sparsefx.compile(model, ids, G=16, sparsity=0.5, layout="feature_major")
     pm = sparsefx.prune(model, ids, G=16, sparsity=0.5)
     fresh = torch.randint(0, 100, (2, 8))
     assert rel(run(sm, fresh)[0], run(pm, fresh).last_hidden_state) < 1e-5
     assert all(n.args[8] is True for n in ops_in(sm, TILE))
+
+
+def test_does_not_fire_with_the_default_row_major_layout(build):
+    gm, ctx = build(_mlp(), torch.randn(4, 32))
+    code = gm.code
+    result = PropagateLayout()(gm, ctx)
+    assert not result.modified and gm.code == code and not _conversions(gm)
