@@ -151,3 +151,13 @@ def copy_meta(src: fx.Node, dst: fx.Node, keys=("val", "tensor_meta")) -> None:
     for key in keys:
         if key in src.meta:
             dst.meta[key] = src.meta[key]
+
+
+def op_arg(node: fx.Node, name: str) -> Any:
+    """An argument of a call to a schema'd op (``torch.ops.*``) by name, falling back to
+    the schema default when the call leaves it out."""
+    arguments = node.target._schema.arguments
+    index = [a.name for a in arguments].index(name)
+    if len(node.args) > index:
+        return node.args[index]
+    return node.kwargs.get(name, arguments[index].default_value)

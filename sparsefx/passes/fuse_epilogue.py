@@ -27,7 +27,7 @@ from typing import Any, Optional
 import torch
 from torch import fx
 
-from sparsefx.passes._match import (SPARSE_LINEAR_OPS, copy_meta, dtype_of, match_activation,
+from sparsefx.passes._match import (SPARSE_LINEAR_OPS, op_arg, copy_meta, dtype_of, match_activation,
                                     match_add, shape_of)
 from sparsefx.passes.infra import LAYER_META, PassContext, PassResult, Record
 from sparsefx.runtime import conv
@@ -78,8 +78,7 @@ def get_op_arg(node: fx.Node, name: str) -> Any:
         return node.kwargs[name]
     if node.target in _CONV_WRAPPERS:
         return "none" if name == "activation" else None
-    default = node.target._schema.arguments[index].default_value
-    return default
+    return op_arg(node, name)
 
 
 def set_op_arg(node: fx.Node, name: str, value: Any) -> None:

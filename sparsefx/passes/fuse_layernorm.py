@@ -34,7 +34,7 @@ from typing import Any, Optional
 import torch
 from torch import fx
 
-from sparsefx.passes._match import (SPARSE_LINEAR_OPS, arg, copy_meta, dtype_of,
+from sparsefx.passes._match import (SPARSE_LINEAR_OPS, op_arg, arg, copy_meta, dtype_of,
                                     match_add, match_identity_dropout, match_layer_norm,
                                     shape_of)
 from sparsefx.passes.infra import LAYER_META, PassContext, PassResult, Record
@@ -111,7 +111,7 @@ def _walk_to_op(gm: fx.GraphModule, node: fx.Node) -> Optional[dict[str, Any]]:
     # (an activation inside the op is fine: the chain adds b after it, as the op does)
     if not _is_sparse(node) or len(node.users) != 1:
         return None
-    if bool(get_op(node, "feature_major")) != (conversion is not None):
+    if bool(op_arg(node, "feature_major")) != (conversion is not None):
         return None
     return {"op": node, "bias": bias, "dropout": dropout, "conversion": conversion,
             "feature_major": conversion is not None}
@@ -144,16 +144,8 @@ def _same_tensor_type(a: fx.Node, b: fx.Node) -> bool:
     return sa is not None and sa == sb and dtype_of(a) == dtype_of(b)
 
 
-def get_op(node: fx.Node, name: str) -> Any:
-    names = [x.name for x in node.target._schema.arguments]
-    index = names.index(name)
-    if len(node.args) > index:
-        return node.args[index]
-    return node.kwargs.get(name, node.target._schema.arguments[index].default_value)
-
-
 def get_out_features(node: fx.Node) -> int:
-    return get_op(node, "out_features")
+    return op_arg(node, "out_features")
 
 
 # --------------------------------------------------------------------------- rewrite

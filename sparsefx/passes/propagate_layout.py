@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
-from sparsefx.passes._match import (SPARSE_LINEAR_OPS, arg, dtype_of, match_activation,
+from sparsefx.passes._match import (SPARSE_LINEAR_OPS, op_arg, arg, dtype_of, match_activation,
                                     match_identity_dropout, shape_of)
 from sparsefx.passes.infra import LAYER_META, PassContext, PassResult, Record
 from sparsefx.runtime import layout
@@ -125,7 +125,7 @@ def _classify(gm: fx.GraphModule, node: fx.Node, ctx: PassContext) -> Optional[t
     match the node's."""
     if node.op == "call_function" and node.target in SPARSE_LINEAR_OPS:
         x = node.args[0]
-        fm = _op_arg(node, "feature_major")
+        fm = op_arg(node, "feature_major")
         shape = shape_of(x)
         if fm or shape is None or len(shape) < 2 or shape_of(node) is None:
             return None
@@ -181,14 +181,6 @@ def _elementwise_inputs(gm: fx.GraphModule, node: fx.Node, out: tuple) -> Option
         if shape_of(t) != out or dtype_of(t) != dtype_of(node):
             return None
     return list(dict.fromkeys(tensors))
-
-
-def _op_arg(node: fx.Node, name: str) -> Any:
-    names = [a.name for a in node.target._schema.arguments]
-    index = names.index(name)
-    if len(node.args) > index:
-        return node.args[index]
-    return node.kwargs.get(name, node.target._schema.arguments[index].default_value)
 
 
 # --------------------------------------------------------------------------- min cut
