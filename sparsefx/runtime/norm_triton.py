@@ -60,6 +60,15 @@ if triton is not None:
         tl.store(Y + base + offs, y.to(Y.dtype.element_ty), mask=mask)
 
     @triton.jit
+    def _pre_norm_chunk(X, R, B, offs, rows, rmask, m, HAS_BIAS: tl.constexpr):
+        """x + bias + residual for one [BLOCK_N, BLOCK_M] chunk of a feature-major
+        tensor, in fp32; both sweeps of the column kernel read it."""
+        h = tl.load(X + offs, mask=m, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            h += tl.load(B + rows, mask=rmask, other=0.0).to(tl.float32)[:, None]
+        return h + tl.load(R + offs, mask=m, other=0.0).to(tl.float32)
+
+    @triton.jit
     def _brln_cols_kernel(X, R, B, W, LB, Y, N, M, eps,
                           HAS_BIAS: tl.constexpr, HAS_W: tl.constexpr,
                           HAS_LB: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -74,10 +83,7 @@ if triton is not None:
             rmask = rows < N
             m = rmask[:, None] & cmask[None, :]
             offs = rows[:, None].to(tl.int64) * M + cols[None, :]
-            h = tl.load(X + offs, mask=m, other=0.0).to(tl.float32)
-            if HAS_BIAS:
-                h += tl.load(B + rows, mask=rmask, other=0.0).to(tl.float32)[:, None]
-            h += tl.load(R + offs, mask=m, other=0.0).to(tl.float32)
+            h = _pre_norm_chunk(X, R, B, offs, rows, rmask, m, HAS_BIAS)
             n_chunk = tl.minimum(N - start, BLOCK_N).to(tl.float32)
             c_mean = tl.sum(tl.where(m, h, 0.0), axis=0) / n_chunk
             d = tl.where(m, h - c_mean[None, :], 0.0)
@@ -94,10 +100,7 @@ if triton is not None:
             rmask = rows < N
             m = rmask[:, None] & cmask[None, :]
             offs = rows[:, None].to(tl.int64) * M + cols[None, :]
-            h = tl.load(X + offs, mask=m, other=0.0).to(tl.float32)
-            if HAS_BIAS:
-                h += tl.load(B + rows, mask=rmask, other=0.0).to(tl.float32)[:, None]
-            h += tl.load(R + offs, mask=m, other=0.0).to(tl.float32)
+            h = _pre_norm_chunk(X, R, B, offs, rows, rmask, m, HAS_BIAS)
             y = (h - mean[None, :]) * rstd[None, :]
             if HAS_W:
                 y *= tl.load(W + rows, mask=rmask, other=0.0).to(tl.float32)[:, None]

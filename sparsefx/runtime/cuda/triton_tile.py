@@ -78,6 +78,26 @@ def _activation(y, ACT: tl.constexpr):
 
 
 @triton.jit
+def _store_epilogue(acc, cols, n_mask, offs_m, m_mask, bias_ptr, out_ptr, stride_on,
+                    stride_om, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
+                    WIDE_INDEX: tl.constexpr):
+    """Bias, activation and the store scattered through ``cols`` (the output features
+    of this block), shared by both kernels. ``acc`` is fp32 ``[BLOCK_N, BLOCK_M]``."""
+    y = acc
+    if HAS_BIAS:
+        b = tl.load(bias_ptr + cols, mask=n_mask, other=0.0).to(tl.float32)
+        y = y + b[:, None]
+    y = _activation(y, ACT)
+    if WIDE_INDEX:
+        o_off = cols.to(tl.int64)[:, None] * stride_on + \
+            offs_m.to(tl.int64)[None, :] * stride_om
+    else:
+        o_off = cols[:, None] * stride_on + offs_m[None, :] * stride_om
+    tl.store(out_ptr + o_off, y.to(out_ptr.dtype.element_ty),
+             mask=n_mask[:, None] & m_mask[None, :])
+
+
+@triton.jit
 def _work_item(w, num_mb, num_cb, order_ptr, G: tl.constexpr, BLOCK_N: tl.constexpr,
                GROUP_CB: tl.constexpr):
     """Map work item ``w`` to (tile, first column in tile, M-block).
@@ -138,19 +158,8 @@ def _tile_block(x_ptr, w_ptr, row_idx_ptr, row_ptr_ptr, col_map_ptr, bias_ptr, o
         cols = tl.multiple_of(tl.load(col_map_ptr + t * G), 16) + offs_n
     else:
         cols = tl.load(col_map_ptr + j, mask=n_mask, other=0)
-    y = acc
-    if HAS_BIAS:
-        b = tl.load(bias_ptr + cols, mask=n_mask, other=0.0).to(tl.float32)
-        y = y + b[:, None]
-    y = _activation(y, ACT)
-    if WIDE_INDEX:
-        o_rows = cols.to(tl.int64) * stride_on
-        o_cols = offs_m.to(tl.int64) * stride_om
-    else:
-        o_rows = cols * stride_on
-        o_cols = offs_m * stride_om
-    tl.store(out_ptr + o_rows[:, None] + o_cols[None, :],
-             y.to(out_ptr.dtype.element_ty), mask=n_mask[:, None] & m_mask[None, :])
+    _store_epilogue(acc, cols, n_mask, offs_m, m_mask, bias_ptr, out_ptr, stride_on,
+                    stride_om, HAS_BIAS, ACT, WIDE_INDEX)
 
 
 @triton.jit
@@ -237,18 +246,8 @@ def _tile_linear_flat(
                 cols = tl.multiple_of(tl.load(col_map_ptr + j0 - n0), 16) + n0 + offs_n
             else:
                 cols = tl.load(col_map_ptr + j, mask=n_mask, other=0)
-            y = acc
-            if HAS_BIAS:
-                b = tl.load(bias_ptr + cols, mask=n_mask, other=0.0).to(tl.float32)
-                y = y + b[:, None]
-            y = _activation(y, ACT)
-            if WIDE_INDEX:
-                o_off = cols.to(tl.int64)[:, None] * stride_on + \
-                    offs_m.to(tl.int64)[None, :] * stride_om
-            else:
-                o_off = cols[:, None] * stride_on + offs_m[None, :] * stride_om
-            tl.store(out_ptr + o_off, y.to(out_ptr.dtype.element_ty),
-                     mask=n_mask[:, None] & m_mask[None, :])
+            _store_epilogue(acc, cols, n_mask, offs_m, m_mask, bias_ptr, out_ptr,
+                            stride_on, stride_om, HAS_BIAS, ACT, WIDE_INDEX)
             acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
 
 
