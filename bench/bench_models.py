@@ -159,8 +159,10 @@ def graphed(model: nn.Module, args: tuple, device: str) -> tuple[Callable[[], ob
         return eager, False
 
 
-def profile_split(fn: Callable[[], object], device: str) -> dict[str, float]:
-    """GPU (or CPU) time of one forward, in ms, by kernel category."""
+def profile_split(fn: Callable[[], object], device: str,
+                  kernels: Optional[dict] = None) -> dict[str, float]:
+    """GPU (or CPU) time of one forward, in ms, by kernel category. ``kernels``, when
+    given, receives the time per kernel name (for ``--kernels``)."""
     from torch.profiler import ProfilerActivity, profile
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     fn()
@@ -179,6 +181,8 @@ def profile_split(fn: Callable[[], object], device: str) -> dict[str, float]:
                 continue
             us = evt.self_cpu_time_total
         split[classify(evt.name)] += us / 1e3
+        if kernels is not None:
+            kernels[evt.name] = kernels.get(evt.name, 0.0) + us / 1e3
     return split
 
 
@@ -203,6 +207,8 @@ class Row:
     split: dict = field(default_factory=dict)
     transposes: Optional[int] = None
     err: Optional[float] = None
+    kernels: dict = field(default_factory=dict)
+    note: str = ""
 
 
 def run_model(name: str, sparsities: list[float], args) -> list[Row]:
@@ -215,15 +221,25 @@ def run_model(name: str, sparsities: list[float], args) -> list[Row]:
     rows = []
     with torch.no_grad():
         fn, ok = graphed(dense, inputs, device)
-        eager_ms = time_ms(fn, device, args.iters)
-        rows.append(Row(name, "dense eager", eager_ms, ok, profile_split(
-            lambda: dense(*inputs), device)))
+        graph_ms = time_ms(fn, device, args.iters)
+        loop_ms = time_ms(lambda: dense(*inputs), device, args.iters)
+        # The baseline is the faster of the two: HF models take slower code paths
+        # under CUDA-graph capture (they materialise the attention mask, so SDPA drops
+        # to its fp32 math kernel), while the plain loop pays per-op launch overhead.
+        print(f"  dense eager: CUDA-graph replay {graph_ms:.3f} ms, plain loop "
+              f"{loop_ms:.3f} ms")
+        eager_ms = min(graph_ms, loop_ms)
+        how = "CUDA graph" if graph_ms <= loop_ms and ok else "no graph"
+        kernels: dict = {}
+        rows.append(Row(name, "dense eager", eager_ms, ok and graph_ms <= loop_ms,
+                        profile_split(lambda: dense(*inputs), device, kernels),
+                        kernels=kernels, note=how))
         if not args.no_compile:
             rows.append(_compiled_row(name, dense, inputs, device, args))
         for layout in args.layouts:
             for sparsity in sparsities:
-                rows.append(_sparse_row(name, model, example, inputs, sparsity, G, device,
-                                        dtype, args, layout))
+                rows += _sparse_rows(name, model, example, inputs, sparsity, G, device,
+                                     dtype, args, layout)
     return rows
 
 
@@ -238,8 +254,11 @@ def _compiled_row(name, dense, inputs, device, args) -> Row:
         return Row(name, "dense torch.compile", float("nan"), False)
 
 
-def _sparse_row(name, model, example, inputs, sparsity, G, device, dtype, args,
-                layout="row_major") -> Row:
+def _sparse_rows(name, model, example, inputs, sparsity, G, device, dtype, args,
+                 layout="row_major") -> list[Row]:
+    """The sparsefx row, plus ``+ torch.compile`` of the sparsefx model (inductor fuses
+    the non-GEMM ops around the sparse ops, like it does for dense) unless
+    ``--no-compile``."""
     # Compile on the device and in the dtype the model runs in: graphs captured with
     # torch.export are specialised to the example inputs' device, and compiling there
     # lets choose_kernel time each layer at its real shape.
@@ -256,11 +275,35 @@ def _sparse_row(name, model, example, inputs, sparsity, G, device, dtype, args,
     print(f"  kernel choice: {len(chosen) - dense_layers} sparse, {dense_layers} dense fallback")
     fn, ok = graphed(sm, inputs, device)
     ms = time_ms(fn, device, args.iters)
-    split = profile_split(lambda: sm(*inputs), device)
-    out, ref = first_tensor(sm(*inputs)).float(), first_tensor(pm(*inputs)).float()
-    err = float((out - ref).norm() / ref.norm().clamp_min(1e-30))
+    kernels: dict = {}
+    split = profile_split(lambda: sm(*inputs), device, kernels)
+    ref = first_tensor(pm(*inputs)).float()
+    err = _rel_err(first_tensor(sm(*inputs)).float(), ref)
     print(f"  {name} {sparsity:.0%} {layout}: compiled in {compile_s:.1f}s, rel err {err:.2e}")
-    return Row(name, f"sparsefx {sparsity:.0%} {layout}", ms, ok, split, transposes, err)
+    label = f"sparsefx {sparsity:.0%} {layout}"
+    rows = [Row(name, label, ms, ok, split, transposes, err, kernels)]
+    if not args.no_compile:
+        rows.append(_compiled_sparse_row(name, label, sm, inputs, ref, device, args,
+                                         transposes))
+    return rows
+
+
+def _rel_err(out, ref) -> float:
+    return float((out - ref).norm() / ref.norm().clamp_min(1e-30))
+
+
+def _compiled_sparse_row(name, label, sm, inputs, ref, device, args, transposes) -> Row:
+    mode = "reduce-overhead" if device == "cuda" else "default"
+    label = label + " + torch.compile"
+    try:
+        compiled = torch.compile(sm, mode=mode)
+        ms = time_ms(lambda: compiled(*inputs), device, args.iters, warmup=5)
+        err = _rel_err(first_tensor(compiled(*inputs)).float(), ref)
+    except Exception as exc:  # noqa: BLE001 - report the failure in the table
+        print(f"  {label} failed ({type(exc).__name__}: {str(exc)[:300]})")
+        return Row(name, label, float("nan"), False)
+    print(f"  {label}: rel err {err:.2e}")
+    return Row(name, label, ms, device == "cuda", transposes=transposes, err=err)
 
 
 # --------------------------------------------------------------------------- report
@@ -273,7 +316,8 @@ def table(rows: list[Row]) -> str:
         comp = next((r.ms for r in rows if r.model == row.model
                      and r.column == "dense torch.compile"), float("nan"))
         s = row.split
-        cells = [row.model, row.column + ("" if row.graphed else " *"), f"{row.ms:.3f}",
+        label = row.column + (f" ({row.note})" if row.note else "")
+        cells = [row.model, label + ("" if row.graphed else " *"), f"{row.ms:.3f}",
                  f"{eager / row.ms:.2f}x", f"{comp / row.ms:.2f}x"]
         cells += [f"{s[k]:.3f}" if s else "" for k in ("gemm", "fused", "transpose", "other")]
         cells += ["" if row.transposes is None else str(row.transposes),
@@ -283,6 +327,21 @@ def table(rows: list[Row]) -> str:
     lines.append("`*` timed eagerly (no CUDA graph). Split = one eager forward under "
                  "torch.profiler, by kernel name.")
     return "\n".join(lines)
+
+
+def kernel_tables(rows: list[Row], top: int) -> str:
+    """Per profiled column, its ``top`` kernels by GPU time (ms in one eager forward)."""
+    out = []
+    for row in rows:
+        if not row.kernels:
+            continue
+        out.append(f"#### {row.model}: {row.column}")
+        out.append("| ms | kernel |")
+        out.append("|---|---|")
+        for kname, ms in sorted(row.kernels.items(), key=lambda kv: -kv[1])[:top]:
+            out.append(f"| {ms:.3f} | `{kname[:110]}` |")
+        out.append("")
+    return "\n".join(out)
 
 
 def main(argv=None) -> None:
@@ -295,6 +354,8 @@ def main(argv=None) -> None:
     parser.add_argument("--layouts", nargs="+", default=["row_major", "feature_major"],
                         choices=["row_major", "feature_major"],
                         help="sparsefx compile(layout=...) variants to time")
+    parser.add_argument("--kernels", type=int, default=0, metavar="N",
+                        help="also print each column's N most expensive kernels")
     args = parser.parse_args(argv)
     if args.smoke:
         args.iters = min(args.iters, 2)
@@ -307,6 +368,8 @@ def main(argv=None) -> None:
         rows += run_model(name, args.sparsities, args)
         print(f"  done at {time.perf_counter() - start:.0f}s", flush=True)
     text = table(rows)
+    if args.kernels:
+        text += "\n\n" + kernel_tables(rows, args.kernels)
     print(text)
     if os.environ.get("OUT"):
         Path(os.environ["OUT"], "bench_models.md").write_text(text + "\n")

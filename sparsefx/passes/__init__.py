@@ -6,7 +6,7 @@ Order matters and each pass's docstring says what must run before it:
 * analysis: ``fold_batchnorm`` (a rewrite, but it must run before scoring so that
   importance is computed on the weights that will run) → ``find_prunable`` →
   ``score_importance`` → ``prune_tiles`` → ``restore_elements``;
-* rewrite: ``pack_weights`` → ``substitute_ops`` → ``fuse_epilogue`` →
+* rewrite: ``fold_attention_mask`` → ``pack_weights`` → ``substitute_ops`` → ``fuse_epilogue`` →
   ``fuse_layernorm`` → ``propagate_layout`` → ``choose_kernel`` → ``clean_graph``.
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 from sparsefx.passes.choose_kernel import ChooseKernel
 from sparsefx.passes.clean_graph import CleanGraph
 from sparsefx.passes.find_prunable import FindPrunable
+from sparsefx.passes.fold_attention_mask import FoldAttentionMask
 from sparsefx.passes.fold_batchnorm import FoldBatchnorm
 from sparsefx.passes.fuse_epilogue import FuseEpilogue
 from sparsefx.passes.fuse_layernorm import FuseLayernorm
@@ -34,11 +35,12 @@ def analysis_passes(config=None) -> list:
 
 def rewrite_passes() -> list:
     """Passes that edit the graph to run the decisions."""
-    return [PackWeights(), SubstituteOps(), FuseEpilogue(), FuseLayernorm(),
+    return [FoldAttentionMask(), PackWeights(), SubstituteOps(), FuseEpilogue(), FuseLayernorm(),
             PropagateLayout(), ChooseKernel(), CleanGraph()]
 
 
 __all__ = ["PassContext", "PassManager", "PassResult", "Record", "analysis_passes",
            "rewrite_passes", "FoldBatchnorm", "FindPrunable", "ScoreImportance",
            "PruneTiles", "RestoreElements", "PackWeights", "SubstituteOps", "FuseEpilogue",
-           "FuseLayernorm", "PropagateLayout", "ChooseKernel", "CleanGraph"]
+           "FuseLayernorm", "PropagateLayout", "ChooseKernel", "CleanGraph",
+           "FoldAttentionMask"]

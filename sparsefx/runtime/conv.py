@@ -24,8 +24,30 @@ def _im2col(x: Tensor, kernel_size: Sequence[int], stride: Sequence[int],
         padding, dilation = (0, *padding), (1, *dilation)
     spatial = [(size + 2 * p - d * (k - 1) - 1) // s + 1
                for size, k, s, p, d in zip(x.shape[2:], kernel_size, stride, padding, dilation)]
-    cols = F.unfold(x, kernel_size, dilation=dilation, padding=padding, stride=stride)
-    return cols.transpose(1, 2), (spatial[1:] if one_d else spatial)
+    if _is_patchify(x, kernel_size, stride, padding, dilation):
+        cols = _patches(x, kernel_size)
+    else:
+        cols = F.unfold(x, kernel_size, dilation=dilation, padding=padding,
+                        stride=stride).transpose(1, 2)
+    return cols, (spatial[1:] if one_d else spatial)
+
+
+def _is_patchify(x: Tensor, kernel_size, stride, padding, dilation) -> bool:
+    """Non-overlapping patches that tile the image exactly (ViT's patch embedding)."""
+    return (tuple(kernel_size) == tuple(stride) and not any(padding)
+            and all(d == 1 for d in dilation)
+            and all(size % k == 0 for size, k in zip(x.shape[2:], kernel_size)))
+
+
+def _patches(x: Tensor, kernel_size) -> Tensor:
+    """im2col for non-overlapping patches as one reshape + permute copy, in the
+    ``(C_in, kh, kw)`` feature order of ``F.unfold``. Why: ``F.unfold``'s general
+    kernel took 1.0 ms for ViT-B/16's 32 × 3 × 224² input on an H200 (bench_models
+    profile), a plain permute copy moves the same 9.6 MB in a few µs."""
+    B, C, H, W = x.shape
+    kh, kw = kernel_size
+    p = x.reshape(B, C, H // kh, kh, W // kw, kw).permute(0, 2, 4, 1, 3, 5)
+    return p.reshape(B, (H // kh) * (W // kw), C * kh * kw)
 
 
 def _to_conv_output(y: Tensor, out_features: int, spatial: list[int]) -> Tensor:

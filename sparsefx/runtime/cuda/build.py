@@ -1,0 +1,168 @@
+"""Build and load the CUDA C++ kernels in ``csrc/`` (nvcc → shared library → ctypes).
+
+Why ctypes and not a torch C++ extension: the kernels take raw device pointers and a
+stream, so they need no torch headers; one ``nvcc`` call of a few seconds builds them,
+and the library does not depend on the torch build it was compiled against. The Python
+side (a ``torch.library`` custom op) owns shapes, dtypes, allocation and the stream.
+
+Where the library comes from, in order:
+
+1. ``$SPARSEFX_CACHE_DIR/build/<name>-<hash>.so`` (default ``~/.cache/sparsefx``), where
+   ``<hash>`` covers the source text, the flags, the target architecture and the nvcc
+   version — a changed kernel or toolkit never reuses a stale binary;
+2. otherwise it is built there with ``nvcc`` (``$CUDA_HOME/bin/nvcc``, or ``nvcc`` on
+   ``PATH``), written atomically so concurrent processes never load half a file.
+
+Nothing here runs at import time. :func:`load` returns ``None`` (and :func:`why_not`
+says why) when there is no GPU, no nvcc, the GPU's architecture has no kernel, the build
+fails, or ``SPARSEFX_DISABLE_CUDA_EXT=1``: callers then fall back to the Triton kernels
+or the CPU reference. The build error text is kept for :func:`why_not`, never swallowed
+silently.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+DISABLE_ENV = "SPARSEFX_DISABLE_CUDA_EXT"
+CACHE_ENV = "SPARSEFX_CACHE_DIR"
+
+#: csrc/ sits next to the package in a source checkout (``pip install -e .``)
+CSRC_DIR = Path(__file__).resolve().parents[3] / "csrc"
+
+_lock = threading.Lock()
+_loaded: dict[str, Optional[ctypes.CDLL]] = {}
+_reasons: dict[str, str] = {}
+
+
+def why_not(name: str) -> Optional[str]:
+    """Why :func:`load` returned ``None`` for ``name`` (``None`` if it loaded or was
+    never asked for)."""
+    return _reasons.get(name)
+
+
+def nvcc_path() -> Optional[str]:
+    """The nvcc to use: ``$CUDA_HOME/bin/nvcc`` if present, else the one on ``PATH``."""
+    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    if home and (Path(home) / "bin" / "nvcc").exists():
+        return str(Path(home) / "bin" / "nvcc")
+    found = shutil.which("nvcc")
+    if found:
+        return found
+    default = Path("/usr/local/cuda/bin/nvcc")
+    return str(default) if default.exists() else None
+
+
+def gencode_for(capability: tuple[int, int]) -> Optional[list[str]]:
+    """nvcc target flags for a compute capability. Hopper (9.0) gets ``sm_90a``, the
+    architecture-specific target that ``wgmma`` and ``setmaxnreg`` need (HOPPER.md: the
+    ``-gencode`` form, not ``-arch=sm_90a``)."""
+    major, minor = capability
+    if (major, minor) == (9, 0):
+        return ["-gencode=arch=compute_90a,code=sm_90a"]
+    return [f"-gencode=arch=compute_{major}{minor},code=sm_{major}{minor}"]
+
+
+def build_dir() -> Path:
+    root = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache",
+                                                     "sparsefx")
+    return Path(root) / "build"
+
+
+def load(name: str, sources: Sequence[str], extra_flags: Sequence[str] = (),
+         capability: Optional[tuple[int, int]] = None,
+         required_capability: Optional[tuple[int, int]] = None) -> Optional[ctypes.CDLL]:
+    """Build (once) and load ``csrc/<sources>`` as one shared library named ``name``.
+
+    ``required_capability``: the kernels are written for exactly this architecture
+    (e.g. ``(9, 0)`` for wgmma/TMA code); other GPUs get ``None`` without building.
+    Returns the ``ctypes.CDLL`` or ``None`` (see :func:`why_not`)."""
+    with _lock:
+        if name in _loaded:
+            return _loaded[name]
+        lib = None
+        try:
+            lib = _build_and_load(name, sources, extra_flags, capability,
+                                  required_capability)
+        except _Unavailable as exc:
+            _reasons[name] = str(exc)
+        _loaded[name] = lib
+        return lib
+
+
+class _Unavailable(RuntimeError):
+    """The library cannot be had here; the message says why."""
+
+
+def _build_and_load(name, sources, extra_flags, capability, required_capability):
+    if os.environ.get(DISABLE_ENV, "") not in ("", "0"):
+        raise _Unavailable(f"disabled by {DISABLE_ENV}")
+    if not torch.cuda.is_available():
+        raise _Unavailable("no CUDA device")
+    cap = capability or torch.cuda.get_device_capability()
+    if required_capability is not None and tuple(cap) != tuple(required_capability):
+        raise _Unavailable(f"kernels need compute capability {required_capability}, "
+                           f"this GPU is {tuple(cap)}")
+    paths = [CSRC_DIR / s for s in sources]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise _Unavailable(f"CUDA sources not found: {missing} (csrc/ ships with a source "
+                           "checkout; install with `pip install -e .`)")
+    nvcc = nvcc_path()
+    if nvcc is None:
+        raise _Unavailable("nvcc not found (set CUDA_HOME or put nvcc on PATH)")
+    flags = ["-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC", "-lineinfo",
+             "--expt-relaxed-constexpr", *gencode_for(tuple(cap)), *extra_flags]
+    target = build_dir() / f"{name}-{_digest(paths, flags, nvcc)}.so"
+    if not target.exists():
+        _compile(nvcc, paths, flags, target)
+    try:
+        return ctypes.CDLL(str(target))
+    except OSError as exc:
+        raise _Unavailable(f"built {target} but could not load it: {exc}") from exc
+
+
+def _digest(paths, flags, nvcc) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.read_bytes())
+    # headers next to the sources are part of the build too
+    for hdr in sorted(CSRC_DIR.glob("*.cuh")) + sorted(CSRC_DIR.glob("*.h")):
+        h.update(hdr.read_bytes())
+    h.update(" ".join(flags).encode())
+    h.update(_nvcc_version(nvcc).encode())
+    return h.hexdigest()[:16]
+
+
+def _nvcc_version(nvcc: str) -> str:
+    try:
+        return subprocess.run([nvcc, "--version"], capture_output=True, text=True,
+                              timeout=60).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise _Unavailable(f"{nvcc} --version failed: {exc}") from exc
+
+
+def _compile(nvcc, paths, flags, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(f".tmp{os.getpid()}.so")
+    cmd = [nvcc, *flags, "-o", str(tmp), *map(str, paths)]
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise _Unavailable(f"nvcc could not run: {exc}") from exc
+    if res.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise _Unavailable("nvcc failed:\n" + " ".join(cmd) + "\n" +
+                           (res.stderr or res.stdout)[-4000:])
+    os.replace(tmp, target)     # atomic: readers see the old name or the whole file
+
+
+__all__ = ["load", "why_not", "nvcc_path", "gencode_for", "build_dir", "CSRC_DIR"]
