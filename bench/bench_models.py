@@ -282,7 +282,9 @@ def _sparse_rows(name, model, example, inputs, sparsity, G, device, dtype, args,
     print(f"  {name} {sparsity:.0%} {layout}: compiled in {compile_s:.1f}s, rel err {err:.2e}")
     label = f"sparsefx {sparsity:.0%} {layout}"
     rows = [Row(name, label, ms, ok, split, transposes, err, kernels)]
-    if not args.no_compile:
+    if not args.no_compile and (args.compile_sparsities is None
+                                or any(abs(sparsity - s) < 1e-9
+                                       for s in args.compile_sparsities)):
         rows.append(_compiled_sparse_row(name, label, sm, inputs, ref, device, args,
                                          transposes))
     return rows
@@ -354,6 +356,9 @@ def main(argv=None) -> None:
     parser.add_argument("--layouts", nargs="+", default=["row_major", "feature_major"],
                         choices=["row_major", "feature_major"],
                         help="sparsefx compile(layout=...) variants to time")
+    parser.add_argument("--compile-sparsities", nargs="+", type=float, default=None,
+                        help="time `torch.compile(sparsefx model)` only at these "
+                             "sparsities (default: all)")
     parser.add_argument("--kernels", type=int, default=0, metavar="N",
                         help="also print each column's N most expensive kernels")
     args = parser.parse_args(argv)

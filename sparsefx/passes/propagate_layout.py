@@ -32,8 +32,14 @@ pairs collapse to ``y``.
 Runs only with ``compile(..., layout="feature_major")``; the default ``"row_major"``
 leaves the graph alone (see the ``layout`` argument of :func:`sparsefx.compile`).
 
-Limits (conservative on purpose): attention stays row-major (three ``from`` and one
-``to`` conversion per transformer layer); convs and un-fused LayerNorms are boundaries;
+Absorbed conversions (after the cut): a ``from_feature_major`` right after a
+feature-major sparse op becomes that op reading its input through a transposed view and
+writing row-major itself (attention's Q/K/V projections); a ``to_feature_major`` of
+attention's ``[B, H, S, d]`` output reshaped to ``[B, S, H*d]`` becomes one
+``heads_to_feature_major`` copy. A BERT layer then has no conversion left (the records
+list them as ``absorbed``).
+
+Limits (conservative on purpose): attention itself stays row-major; convs and un-fused LayerNorms are boundaries;
 broadcasting binary ops (other than scalars) are boundaries; a sparse op whose input
 shape is unknown (no shape meta) stays row-major; reshapes are only looked through in
 ``torch.export`` graphs (static shapes).
@@ -95,12 +101,15 @@ class PropagateLayout:
         fm_nodes = _choose_layouts(graph, kinds)
         _rewrite(gm, kinds, fm_nodes)
         removed_pairs += _remove_pairs(graph)
+        absorbed = _write_row_major_directly(graph) + _attention_output_to_fm(graph)
         graph.eliminate_dead_code()
         graph.lint()
         gm.recompile()
-        return self._result(gm, removed_pairs, len(fm_nodes), modified=True)
+        return self._result(gm, removed_pairs, len(fm_nodes), modified=True,
+                            absorbed=absorbed)
 
-    def _result(self, gm, removed_pairs: int, fm_count: int, modified: bool = False):
+    def _result(self, gm, removed_pairs: int, fm_count: int, modified: bool = False,
+                absorbed: Optional[list] = None):
         if removed_pairs:
             graph_changed = True
             gm.graph.eliminate_dead_code()
@@ -112,9 +121,11 @@ class PropagateLayout:
             else "from_feature_major", "node": n.name,
             "numel": _numel(n.args[0]) or 0})
             for n in gm.graph.nodes if _is_conversion(n)]
+        transposes = len(records)
+        records += absorbed or []
         records.append(Record("summary", None, {
-            "feature_major_nodes": fm_count, "transposes": len(records),
-            "removed_pairs": removed_pairs}))
+            "feature_major_nodes": fm_count, "transposes": transposes,
+            "removed_pairs": removed_pairs, "absorbed": len(absorbed or [])}))
         return PassResult(gm, graph_changed, records)
 
 
@@ -129,6 +140,8 @@ def _classify(gm: fx.GraphModule, node: fx.Node, ctx: PassContext) -> Optional[t
         shape = shape_of(x)
         if fm or shape is None or len(shape) < 2 or shape_of(node) is None:
             return None
+        if isinstance(x, fx.Node) and x.op == "call_function" and x.target is aten.t.default:
+            return None      # already reads a feature-major value (an earlier run)
         return ("seed", [x])
     out = shape_of(node)
     if out is None or len(out) < 1:
@@ -308,7 +321,7 @@ def _row_major_ancestor(node, fm_nodes, kinds, rm_shape) -> Optional[fx.Node]:
     return None
 
 
-def _set_feature_major(node: fx.Node) -> None:
+def _set_feature_major(node: fx.Node, value: bool = True) -> None:
     if node.target is BRLN_OP:
         names = ["x", "residual", "bias", "weight", "ln_bias", "eps", "feature_major"]
     else:
@@ -316,10 +329,10 @@ def _set_feature_major(node: fx.Node) -> None:
     index = names.index("feature_major")
     args = list(node.args)
     if len(args) > index:
-        args[index] = True
+        args[index] = value
         node.args = tuple(args)
     else:
-        node.kwargs = {**node.kwargs, "feature_major": True}
+        node.kwargs = {**node.kwargs, "feature_major": value}
 
 
 def _set_fm_meta(node: fx.Node, shape: Optional[tuple], like: Optional[fx.Node] = None) -> None:
@@ -366,6 +379,100 @@ def _remove_pairs(graph: fx.Graph) -> int:
                     graph.erase_node(src)
                 removed += 1
     return removed
+
+
+# --------------------------------------------------------------------------- absorb
+def _write_row_major_directly(graph: fx.Graph) -> list[Record]:
+    """``from_feature_major(op(x_fm, feature_major=True))`` → ``op(x_fm.t(),
+    feature_major=False)``: the same op reads the feature-major input through a
+    transposed *view* (``[M, K]`` with strides ``(1, M)``) and writes row-major, so the
+    transpose copy after it disappears. The tile kernel gathers from exactly that view
+    without copying (the row-major path transposes ``x`` to ``[K, M]`` first, which is
+    then a no-op) and cuBLAS takes the transposed operand natively (dense fallback).
+    Typical case: attention's Q/K/V projections reading a feature-major LayerNorm."""
+    records = []
+    for conv in list(graph.nodes):
+        if not (conv.op == "call_function" and conv.target is layout.from_feature_major):
+            continue
+        op = conv.args[0]
+        if not (isinstance(op, fx.Node) and op.op == "call_function"
+                and op.target in SPARSE_LINEAR_OPS and len(op.users) == 1
+                and op_arg(op, "feature_major") is True):
+            continue
+        x = op.args[0]
+        fm_meta = x.meta.get("tensor_meta") if isinstance(x, fx.Node) else None
+        out_meta = conv.meta.get("tensor_meta")
+        if fm_meta is None or out_meta is None or len(fm_meta.shape) != 2:
+            continue
+        with graph.inserting_before(op):
+            xt = graph.call_function(aten.t.default, (x,))
+        K, M = fm_meta.shape
+        _set_meta(xt, torch.empty_strided((M, K), (1, M), dtype=fm_meta.dtype,
+                                          device="meta"))
+        op.args = (xt, *op.args[1:])
+        _set_feature_major(op, False)
+        _set_meta(op, torch.empty((M, out_meta.shape[-1]), dtype=out_meta.dtype,
+                                  device="meta"))
+        with graph.inserting_after(op):
+            rows = graph.call_function(layout.tokens_to_shape, (op, *conv.args[1:]))
+        for key in ("val", "tensor_meta"):
+            if key in conv.meta:
+                rows.meta[key] = conv.meta[key]
+        conv.replace_all_uses_with(rows)
+        graph.erase_node(conv)
+        records.append(Record("absorbed", _converted_name(rows), {
+            "direction": "from_feature_major", "into": op.name}))
+    return records
+
+
+def _attention_output_to_fm(graph: fx.Graph) -> list[Record]:
+    """``to_feature_major(reshape(transpose(a, 1, 2), [B, S, H*d]))`` with ``a`` the
+    ``[B, H, S, d]`` attention output → ``heads_to_feature_major(a)``: one copy instead of
+    two (the reshape of the transposed heads copies, then the conversion copies again)."""
+    records = []
+    for conv in list(graph.nodes):
+        if not (conv.op == "call_function" and conv.target is layout.to_feature_major):
+            continue
+        heads = _heads_source(conv.args[0])
+        if heads is None:
+            continue
+        with graph.inserting_before(conv):
+            fused = graph.call_function(layout.heads_to_feature_major, (heads,))
+        for key in ("val", "tensor_meta"):
+            if key in conv.meta:
+                fused.meta[key] = conv.meta[key]
+        conv.replace_all_uses_with(fused)
+        graph.erase_node(conv)
+        records.append(Record("absorbed", getattr(heads, "name", None), {
+            "direction": "to_feature_major", "into": fused.name}))
+    return records
+
+
+def _heads_source(node: Any) -> Optional[fx.Node]:
+    """``a`` when ``node = reshape(transpose(a, 1, 2), [B, S, H*d])`` (optionally with a
+    ``contiguous`` copy before the reshape) and ``a`` is 4-D
+    ``[B, H, S, d]`` (static shapes), else ``None``."""
+    if not (isinstance(node, fx.Node) and node.op == "call_function"
+            and node.target in _RESHAPE_FNS):
+        return None
+    tr = node.args[0]
+    if isinstance(tr, fx.Node) and tr.op == "call_function" and \
+            tr.target in (aten.clone.default, aten.contiguous.default):
+        tr = tr.args[0]          # ``.contiguous()`` before the reshape (HF's sdpa path)
+    if not (isinstance(tr, fx.Node) and tr.op == "call_function"
+            and tr.target is aten.transpose.int and sorted(tr.args[1:3]) == [1, 2]):
+        return None
+    src = tr.args[0]
+    a_shape, out_shape = shape_of(src), shape_of(node)
+    if a_shape is None or out_shape is None or len(a_shape) != 4 or len(out_shape) != 3:
+        return None
+    B, H, S, d = a_shape
+    return src if tuple(out_shape) == (B, S, H * d) else None
+
+
+def _set_meta(node: fx.Node, example: torch.Tensor) -> None:
+    node.meta["val"] = example
+    node.meta["tensor_meta"] = _extract_tensor_metadata(example)
 
 
 def _numel(node: Any) -> Optional[int]:

@@ -33,3 +33,26 @@ def from_feature_major(y: Tensor, like: Optional[Tensor] = None,
     else:
         lead = [y.shape[1]]
     return y.t().reshape(*lead, y.shape[0]).contiguous()
+
+
+def tokens_to_shape(y: Tensor, like: Optional[Tensor] = None,
+                    shape: Optional[Sequence[int]] = None) -> Tensor:
+    """Row-major ``[T, F]`` → ``[..., F]`` with the token dims of ``like`` or the static
+    ``shape[:-1]`` (a view). Used where ``propagate_layout`` let a sparse op read a
+    feature-major input and write row-major directly, instead of a
+    :func:`from_feature_major` transpose after it."""
+    if like is not None:
+        lead = list(like.shape[:-1])
+    elif shape is not None:
+        lead = list(shape[:-1])
+    else:
+        return y
+    return y.reshape(*lead, y.shape[-1])
+
+
+def heads_to_feature_major(a: Tensor) -> Tensor:
+    """Attention output ``[B, H, S, d]`` → contiguous feature-major ``[H*d, B*S]`` in one
+    copy (the row-major route, ``transpose(1, 2)`` → ``reshape`` → transpose, copies
+    twice)."""
+    B, H, S, d = a.shape
+    return a.permute(1, 3, 0, 2).reshape(H * d, B * S).contiguous()

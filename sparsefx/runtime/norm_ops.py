@@ -16,9 +16,18 @@ Layouts (same convention as ``tile_linear``):
 ``(x + bias) + residual`` — the order of the unfused graph (the linear layer adds its
 bias first) — so the CPU reference is bit-identical to the graph it replaces.
 
-The default implementation is the pure-PyTorch reference (any device); the Triton CUDA
-kernel in :mod:`sparsefx.runtime.norm_triton` is registered on top of it when CUDA and
-triton are present.
+The default implementation is the pure-PyTorch reference (any device). For CUDA tensors,
+at import, the best kernel available is registered on top of it:
+
+1. the CUDA C++ kernel (:mod:`sparsefx.runtime.norm_cuda`, ``csrc/bias_residual_layernorm.cu``)
+   when a GPU is present and its library loads — built with nvcc on the first import and
+   cached on disk (:mod:`sparsefx.runtime.cuda.build`); shapes it does not cover go to
+   the Triton kernel or the reference, explicitly. Row-major inputs go to the Triton row
+   kernel where triton is installed (it measured faster; see ``norm_cuda._op_kernel``);
+2. otherwise (no nvcc, build failure, ``SPARSEFX_DISABLE_CUDA_EXT=1``) the Triton kernel in
+   :mod:`sparsefx.runtime.norm_triton`, when triton is installed.
+
+On a CPU-only machine neither is touched and the reference stays in charge.
 """
 from __future__ import annotations
 
@@ -105,7 +114,11 @@ OP = torch.ops.sparsefx.bias_residual_layernorm.default
 
 
 def _register_cuda() -> None:
-    # Import-guarded: a CPU-only machine without triton just keeps the reference.
+    """CUDA C++ kernel first, Triton kernel as the fallback (see the module docstring).
+    Both are no-ops without CUDA, so a CPU-only machine keeps the reference."""
+    from sparsefx.runtime.norm_cuda import register_norm_cuda_cpp
+    if register_norm_cuda_cpp():
+        return
     try:
         from sparsefx.runtime.norm_triton import register_norm_cuda
     except ImportError:

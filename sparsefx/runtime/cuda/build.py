@@ -15,7 +15,8 @@ Where the library comes from, in order:
 
 Nothing here runs at import time. :func:`load` returns ``None`` (and :func:`why_not`
 says why) when there is no GPU, no nvcc, the GPU's architecture has no kernel, the build
-fails, or ``SPARSEFX_DISABLE_CUDA_EXT=1``: callers then fall back to the Triton kernels
+fails, or ``SPARSEFX_DISABLE_CUDA_EXT`` is ``1`` (all libraries) or a comma-separated
+list of library names (e.g. ``tile_linear_sm90``): callers then fall back to the Triton kernels
 or the CPU reference. The build error text is kept for :func:`why_not`, never swallowed
 silently.
 """
@@ -103,8 +104,9 @@ class _Unavailable(RuntimeError):
 
 
 def _build_and_load(name, sources, extra_flags, capability, required_capability):
-    if os.environ.get(DISABLE_ENV, "") not in ("", "0"):
-        raise _Unavailable(f"disabled by {DISABLE_ENV}")
+    disabled = os.environ.get(DISABLE_ENV, "")
+    if disabled in ("1", "all") or name in disabled.split(","):
+        raise _Unavailable(f"disabled by {DISABLE_ENV}={disabled}")
     if not torch.cuda.is_available():
         raise _Unavailable("no CUDA device")
     cap = capability or torch.cuda.get_device_capability()
