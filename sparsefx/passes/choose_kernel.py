@@ -67,6 +67,20 @@ def _input_meta(x_node: Any) -> Any:
     return x_node.meta.get("val", x_node.meta.get("tensor_meta"))
 
 
+def _example_input(val: Any, values: torch.Tensor) -> Any:
+    """Random data shaped like the op's input. A 2-D input that is a transposed view
+    (``propagate_layout`` lets row-major ops read feature-major activations through
+    ``x.t()``) keeps those strides: the kernels take a different path for it, and the
+    decision must time that path. Otherwise just the shape (``decide`` draws it)."""
+    shape = tuple(val.shape)
+    stride = getattr(val, "stride", None)
+    stride = stride() if callable(stride) else stride
+    if len(shape) == 2 and stride is not None and tuple(stride) == (1, shape[0]) \
+            and shape[1] != 1:
+        return torch.randn(shape[1], shape[0], dtype=values.dtype, device=values.device).t()
+    return shape
+
+
 def _resolve(gm: fx.GraphModule, arg: Any) -> Any:
     if isinstance(arg, fx.Node) and arg.op == "get_attr":
         return get_attr_path(gm, arg.target)
@@ -90,8 +104,8 @@ def _choose(gm: fx.GraphModule, node: fx.Node) -> tuple[Optional[dict], Record]:
     if val.dtype != values.dtype:
         return None, Record("kernel_choice_skipped", layer,
                             {"reason": f"input {val.dtype} vs weights {values.dtype}"})
-    dec = decide(tuple(val.shape), values, row_idx, row_ptr, col_map, bias, out_features,
-                 activation, feature_major, layer=layer)
+    dec = decide(_example_input(val, values), values, row_idx, row_ptr, col_map, bias,
+                 out_features, activation, feature_major, layer=layer)
     meta = {"choice": dec.choice, "sparse_ms": dec.sparse_ms, "dense_ms": dec.dense_ms,
             "config": None if dec.config is None else dec.config.to_dict()}
     return meta, Record("kernel_chosen", layer, {

@@ -32,11 +32,12 @@ from torch import Tensor
 
 from sparsefx.patterns.tile import unpack_tensors
 from sparsefx.runtime.cuda.plan import TilePlan, get_plan
+from sparsefx.runtime.cuda import sm90_tile
 from sparsefx.runtime.cuda.triton_tile import TileConfig, launch_tile_kernel, num_sms
 from sparsefx.runtime.ops import _check_tile_args, apply_activation
 
 #: bump when kernels change so stale on-disk decisions are not reused
-KERNEL_VERSION = "tile-triton-v3"  # v3: decisions timed on CUDA-graph replay
+KERNEL_VERSION = "tile-triton-v4"  # v4: sm90 CUDA C++ candidates (v3: CUDA graphs)
 CACHE_ENV = "SPARSEFX_CACHE_DIR"
 _SUPPORTED = (torch.float16, torch.bfloat16)
 
@@ -203,7 +204,22 @@ def candidate_configs(M: int, G: int, feature_major: bool) -> list[TileConfig]:
         direct = [TileConfig(c.block_n, c.block_m, c.block_k, c.num_warps, c.num_stages,
                              c.group_cb, transpose_x=False, flat=c.flat) for c in out[:2]]
         out = out + direct
-    return _dedupe(out)
+    return _dedupe(out + sm90_configs(M, G))
+
+
+def sm90_configs(M: int, G: int) -> list[TileConfig]:
+    """Candidates of the Hopper CUDA C++ kernel (:mod:`sm90_tile`) when its library
+    loads on this GPU (compute capability 9.0) and ``G % 64 == 0``: cooperative
+    [BN, 256] items and ping-pong [BN, 128] items, one persistent CTA per SM. Skipped
+    for M <= 64, where a 128-token block wastes most of the tensor-core work. On the
+    2026-11-22 H200 runs (bench/NOTES_tile.md, round 3) it beat Triton only on some
+    BERT-size layers; :func:`decide` keeps it only where it measures fastest."""
+    if M <= 64 or G % 64 or not sm90_tile.available():
+        return []
+    bn = min(128, G)
+    return [TileConfig(bn, bm, sm90_tile.BLOCK_K, 12, sm90_tile.BLOCKS[(bn, bm)],
+                       group_cb=32, flat=1, impl="sm90")
+            for bm in (256, 128) if sm90_tile.supports(G, bn, bm)]
 
 
 def default_config(M: int, G: int, feature_major: bool) -> TileConfig:
@@ -231,7 +247,8 @@ def sparse_forward(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor,
                    col_map: Tensor, bias: Optional[Tensor], out_features: int,
                    activation: str, feature_major: bool, plan: TilePlan,
                    cfg: TileConfig, out: Optional[Tensor] = None) -> Tensor:
-    """Run the Triton tile kernel; output features absent from ``col_map`` get
+    """Run the tile kernel ``cfg`` names (Triton, or the sm90 CUDA C++ kernel when
+    ``cfg.impl == "sm90"``); output features absent from ``col_map`` get
     ``activation(bias)`` (or 0) from one small indexed write.
 
     ``out`` (contiguous, right shape) lets tests pass a NaN-poisoned buffer to prove
@@ -252,9 +269,19 @@ def sparse_forward(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor,
             out = torch.empty(*x.shape[:-1], out_features, dtype=x.dtype,
                               device=x.device)
         out2 = out.view(M, out_features)
-        x_fm = cfg.transpose_x
+        x_fm = cfg.transpose_x or cfg.impl == "sm90"
         # the gather wants each kept input feature as one contiguous M-vector
         x2 = x2.t().contiguous() if x_fm else x2.contiguous()
+    if cfg.impl == "sm90":
+        if M:
+            schedule = plan.schedule_for(cfg.block_n, cfg.block_m, cfg.block_k, M,
+                                         cfg.flat * num_sms(x.device), cfg.group_cb,
+                                         x.device)
+            sm90_tile.launch(x2, values, row_idx, col_map, bias, out2, feature_major,
+                             activation, cfg.block_n, cfg.block_m, schedule)
+            if plan.missing is not None:
+                _fill_missing(out2, feature_major, plan.missing, bias, activation)
+        return out
     schedule = None
     if cfg.flat:
         schedule = plan.schedule_for(cfg.block_n, cfg.block_m, cfg.block_k, M,
@@ -396,12 +423,16 @@ def _note_used(dec: Decision, layer: Optional[str]) -> None:
 def _key_and_shape(x, values, plan, bias, out_features, activation, feature_major):
     K = x.shape[0] if feature_major else x.shape[-1]
     M = x.shape[1] if feature_major else x.numel() // max(K, 1)
+    # a row-major input read through a transposed view ([M, K], strides (1, M)) runs a
+    # different path (no transpose copy before the gather): its own decision
+    transposed = not feature_major and x.dim() == 2 and x.stride(-1) != 1 and K > 1
     key = decision_key(M, K, out_features, plan, x.dtype, feature_major, activation,
-                       bias is not None, x.device)
+                       bias is not None, x.device) + ("|xT" if transposed else "")
     shape = {"M": M, "K": K, "N": out_features, "G": plan.G, "tiles": plan.num_tiles,
              "mean_k": plan.mean_k, "max_k": plan.max_k,
              "dtype": str(x.dtype).replace("torch.", ""),
-             "layout": "feature_major" if feature_major else "row_major"}
+             "layout": "feature_major" if feature_major else
+             ("row_major_from_fm_view" if transposed else "row_major")}
     return key, shape
 
 
@@ -444,8 +475,8 @@ def tile_linear_cuda(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor
     plan = get_plan(row_ptr, col_map, out_features, values.shape[1])
     # per-call fast path: a tuple lookup, no string building (eager calls are
     # CPU-bound at BERT sizes)
-    fast_key = (id(plan), x.shape, x.dtype, x.device, feature_major, activation,
-                bias is None)
+    fast_key = (id(plan), x.shape, x.stride(), x.dtype, x.device, feature_major,
+                activation, bias is None)
     dec = _fast.get(fast_key)
     if dec is not None and dec.key in _memory:
         return _run(dec, args, plan)

@@ -46,6 +46,9 @@ class TileConfig:
 
     ``transpose_x`` only matters for row-major inputs: gather from a feature-major copy
     (one extra transpose) instead of gathering strided columns of ``x [M, K]``.
+    ``impl`` names the kernel: ``"triton"`` (this module) or ``"sm90"`` (the Hopper CUDA
+    C++ kernel, :mod:`sparsefx.runtime.cuda.sm90_tile`; it always gathers from a
+    feature-major x and runs ``flat`` persistent CTAs per SM).
     """
 
     block_n: int
@@ -56,6 +59,7 @@ class TileConfig:
     group_cb: int = 8
     transpose_x: bool = True
     flat: int = 0                # >0: flattened persistent kernel, this many programs/SM
+    impl: str = "triton"         # "triton" or "sm90"
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

@@ -1,0 +1,128 @@
+"""Launcher of the Hopper CUDA C++ kernel for ``sparsefx::tile_linear``
+(``csrc/tile_linear_sm90.cu``: TMA weight loads, cp.async x gather, wgmma, warp
+specialisation, persistent CTAs over the host's longest-first list schedule).
+
+Same argument conventions as :func:`sparsefx.runtime.cuda.triton_tile.launch_tile_kernel`,
+restricted to a feature-major ``x [K, M]`` (the dispatcher transposes row-major inputs
+first); ``out`` may be feature-major ``[N, M]`` (fast path: 4-byte stores along M) or
+row-major ``[M, N]`` (scalar stores). Needs a compute capability 9.0 GPU, ``nvcc`` and
+``G % 64 == 0``; :func:`available` says whether the library loads, :func:`why_not` why
+not. No triton here.
+"""
+from __future__ import annotations
+
+import ctypes
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from sparsefx.runtime.cuda import build
+
+LIB_NAME = "tile_linear_sm90"
+SOURCES = ("tile_linear_sm90.cu",)
+ACT_CODES = {"none": 0, "relu": 1, "gelu": 2, "silu": 3}
+DTYPE_CODES = {torch.float16: 0, torch.bfloat16: 1}
+#: (block_n, block_m) -> pipeline stages, as compiled in the library: [BN, 256] items
+#: shared by both consumer warpgroups (cooperative), [BN, 128] items one per warpgroup
+#: (ping-pong)
+BLOCKS = {(128, 256): 4, (64, 256): 5, (128, 128): 6, (64, 128): 8}
+BLOCK_K = 64
+
+_configured = False
+
+
+def library() -> Optional[ctypes.CDLL]:
+    """The loaded library (built on first use), or ``None`` when unavailable."""
+    global _configured
+    lib = build.load(LIB_NAME, SOURCES, required_capability=(9, 0))
+    if lib is not None and not _configured:
+        _configure(lib)
+        _configured = True
+    return lib
+
+
+def _configure(lib: ctypes.CDLL) -> None:
+    """Declare the C signatures of the library's exported functions."""
+    f = lib.sfx_tile_linear_sm90
+    ll, i, p = ctypes.c_longlong, ctypes.c_int, ctypes.c_void_p
+    f.argtypes = [p, ll, p, ll, i, p, p, i, p, p, ll, ll, p, p, i, i, i, i, i, i, i, p]
+    f.restype = i
+    lib.sfx_tile_linear_sm90_error.argtypes = [i]
+    lib.sfx_tile_linear_sm90_error.restype = ctypes.c_char_p
+
+
+def available() -> bool:
+    """True when the kernel library builds and loads on the current GPU."""
+    try:
+        return torch.cuda.is_available() and library() is not None
+    except Exception:            # noqa: BLE001 - any failure means "not available"
+        return False
+
+
+def why_not() -> Optional[str]:
+    """Why :func:`available` is False (``None`` when it is True or was never asked)."""
+    return build.why_not(LIB_NAME)
+
+
+def supports(G: int, block_n: int, block_m: int) -> bool:
+    """Whether the library has a kernel for this tile width and block shape."""
+    return G % 64 == 0 and G % block_n == 0 and (block_n, block_m) in BLOCKS
+
+
+def _aligned_x(x2: Tensor) -> Tensor:
+    """x with tokens contiguous, a row stride that is a multiple of 8 elements and a
+    16-byte aligned base (cp.async moves 16 bytes); otherwise a padded copy."""
+    K, M = x2.shape
+    if x2.stride(1) == 1 and x2.stride(0) % 8 == 0 and x2.data_ptr() % 16 == 0:
+        return x2
+    pad = -(-M // 8) * 8
+    buf = torch.empty(K, pad, dtype=x2.dtype, device=x2.device)
+    buf[:, :M] = x2
+    return buf
+
+
+def launch(x2: Tensor, values: Tensor, row_idx: Tensor, col_map: Tensor,
+           bias: Optional[Tensor], out2: Tensor, out_feature_major: bool, activation: str,
+           block_n: int, block_m: int, schedule: tuple) -> None:
+    """Run the kernel: ``x2 [K, M]`` feature-major, ``out2`` ``[N, M]`` when
+    ``out_feature_major`` else ``[M, N]``. ``schedule`` = (items, progs) from
+    :meth:`TilePlan.schedule_for` with ``block_k = 64``; one CTA per program.
+    Writes only the output features listed in ``col_map``."""
+    lib = library()
+    if lib is None:
+        raise RuntimeError(f"sm90 tile kernel unavailable: {why_not()}")
+    G = values.shape[1]
+    if not supports(G, block_n, block_m):
+        raise ValueError(f"sm90 tile kernel: unsupported G={G}, block {block_n}x{block_m}")
+    if x2.dtype not in DTYPE_CODES or values.dtype != x2.dtype or out2.dtype != x2.dtype:
+        raise TypeError("sm90 tile kernel: x, values and out must share fp16 or bf16")
+    K, M = x2.shape
+    if M == 0 or col_map.numel() == 0:
+        return
+    x2 = _aligned_x(x2)
+    values = values.contiguous()
+    if values.data_ptr() % 16:
+        values = values.clone()
+    row_idx = row_idx.to(torch.int32).contiguous()
+    col_map = col_map.to(torch.int32).contiguous()
+    if bias is not None:
+        bias = bias.to(x2.dtype).contiguous()
+    items, progs = schedule
+    if out_feature_major:
+        stride_on, stride_om = out2.stride()
+    else:
+        stride_om, stride_on = out2.stride()
+    stream = torch.cuda.current_stream(x2.device).cuda_stream
+    code = lib.sfx_tile_linear_sm90(
+        x2.data_ptr(), x2.stride(0), values.data_ptr(), values.shape[0], G, row_idx.data_ptr(),
+        col_map.data_ptr(), col_map.numel(), 0 if bias is None else bias.data_ptr(),
+        out2.data_ptr(), stride_on, stride_om, items.data_ptr(), progs.data_ptr(),
+        items.shape[0], progs.shape[0], M, DTYPE_CODES[x2.dtype], ACT_CODES[activation],
+        block_n, block_m, stream)
+    if code != 0:
+        msg = lib.sfx_tile_linear_sm90_error(code).decode()
+        raise RuntimeError(f"sfx_tile_linear_sm90 failed ({code}): {msg}")
+
+
+__all__ = ["available", "why_not", "supports", "launch", "library", "BLOCKS", "BLOCK_K"]
