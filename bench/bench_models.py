@@ -8,10 +8,13 @@ Models (random weights, fp16 on the GPU):
   RMSNorm + residual), 4096 tokens.
 
 Why these columns (see /work/shared/BENCHMARKS.md): eager wall time on these models is
-mostly launch overhead, so every side is timed **inside a CUDA graph** where possible
-(dense eager and sparsefx captured with ``torch.cuda.graphs``; dense ``torch.compile``
-with ``mode="reduce-overhead"``, which uses CUDA graphs itself); a side whose capture
-fails is timed eagerly and marked ``*``. The GPU time of one eager forward is split by
+mostly launch overhead, so sides are timed **inside a CUDA graph** where possible
+(sparsefx captured with ``torch.cuda.graphs``; dense ``torch.compile`` with
+``mode="reduce-overhead"``, which uses CUDA graphs itself; ``+ torch.compile`` rows compile
+the sparsefx model the same way). **dense eager** is the faster of a CUDA-graph replay and
+a plain loop, because HF models take a slower path under capture (they treat stream
+capture as tracing and materialise the attention mask, so SDPA runs its fp32 math
+kernel); the table names which one it was. A side timed without a graph is marked ``*``. The GPU time of one eager forward is split by
 ``torch.profiler`` kernel names into sparse/dense GEMMs, fused non-GEMM kernels
 (``sparsefx`` norm kernels), transposes/copies (layout conversions) and everything else.
 
@@ -23,6 +26,8 @@ is set.
     python bench/bench_models.py                 # GPU, all models (< 8 minutes)
     python bench/bench_models.py --models bert --sparsities 0.75
     python bench/bench_models.py --smoke         # tiny configs on CPU: checks the script
+    python bench/bench_models.py --kernels 8     # + each column's 8 costliest kernels
+    python bench/bench_models.py --compile-sparsities 0.75   # + torch.compile only at 75%
 """
 from __future__ import annotations
 
