@@ -72,6 +72,26 @@ def gencode_for(capability: tuple[int, int]) -> Optional[list[str]]:
     return [f"-gencode=arch=compute_{major}{minor},code=sm_{major}{minor}"]
 
 
+def compile_flags(capability: tuple[int, int], extra_flags: Sequence[str] = ()) -> list[str]:
+    """nvcc flags for a shared library of kernels for ``capability``."""
+    return ["-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC", "-lineinfo",
+            "--expt-relaxed-constexpr", *gencode_for(capability), *extra_flags]
+
+
+def compile_library(sources: Sequence[str], target: Path, capability: tuple[int, int],
+                    extra_flags: Sequence[str] = ()) -> None:
+    """Compile ``csrc/<sources>`` into ``target`` for ``capability`` (no GPU needed);
+    raises ``RuntimeError`` with nvcc's output when it fails."""
+    nvcc = nvcc_path()
+    if nvcc is None:
+        raise RuntimeError("nvcc not found")
+    try:
+        _compile(nvcc, [CSRC_DIR / s for s in sources], compile_flags(capability, extra_flags),
+                 Path(target))
+    except _Unavailable as exc:
+        raise RuntimeError(str(exc)) from exc
+
+
 def build_dir() -> Path:
     root = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache",
                                                      "sparsefx")
@@ -121,8 +141,7 @@ def _build_and_load(name, sources, extra_flags, capability, required_capability)
     nvcc = nvcc_path()
     if nvcc is None:
         raise _Unavailable("nvcc not found (set CUDA_HOME or put nvcc on PATH)")
-    flags = ["-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC", "-lineinfo",
-             "--expt-relaxed-constexpr", *gencode_for(tuple(cap)), *extra_flags]
+    flags = compile_flags(tuple(cap), extra_flags)
     target = build_dir() / f"{name}-{_digest(paths, flags, nvcc)}.so"
     if not target.exists():
         _compile(nvcc, paths, flags, target)
@@ -167,4 +186,5 @@ def _compile(nvcc, paths, flags, target: Path) -> None:
     os.replace(tmp, target)     # atomic: readers see the old name or the whole file
 
 
-__all__ = ["load", "why_not", "nvcc_path", "gencode_for", "build_dir", "CSRC_DIR"]
+__all__ = ["load", "why_not", "nvcc_path", "gencode_for", "compile_flags",
+           "compile_library", "build_dir", "CSRC_DIR"]
