@@ -209,3 +209,37 @@ def test_fp32_goes_dense(fresh_cache):
     out = torch.ops.sparsefx.tile_linear(x, values, row_idx, row_ptr, col_map, bias, 128,
                                          "none", False)
     assert rel_err(out, reference(x, packed, bias, "none", False)) <= 1e-3
+
+
+# --------------------------------------------------------------------------- transposed view
+@pytest.mark.parametrize("M", [7, 1000])
+def test_row_major_op_on_a_transposed_view(M):
+    """``propagate_layout`` lets a row-major op read a feature-major value through
+    ``x_fm.t()`` ([M, K], strides (1, M)); every candidate computes the same function on
+    that view as on a contiguous copy, and the Triton path gathers it without a copy."""
+    from sparsefx.runtime.cuda.dispatch import candidate_configs
+    gen = torch.Generator().manual_seed(100 + M)
+    packed, _ = make_layer(300, 200, 64, "uneven", gen)
+    x_fm, bias = inputs(M, 200, 300, torch.float16, True, True, gen)
+    view = x_fm.t()
+    assert view.stride() == (1, M)
+    ref = reference(view.contiguous(), packed, bias, "gelu", False)
+    for cfg in candidate_configs(M, 64, False):
+        out = run_kernel(view, packed, torch.float16, bias, "gelu", False, cfg)
+        assert rel_err(out, ref) <= TOL, cfg
+
+
+def test_transposed_view_gets_its_own_decision(fresh_cache):
+    """The decision key tells a transposed-view input from a contiguous one, and the
+    op result is right for both."""
+    dispatch = fresh_cache
+    gen = torch.Generator().manual_seed(12)
+    packed, _ = make_layer(256, 256, 128, "uneven", gen)
+    values, row_idx, row_ptr, col_map = to_cuda(packed, torch.float16)
+    x_fm, bias = inputs(512, 256, 256, torch.float16, True, True, gen)
+    for x in (x_fm.t(), x_fm.t().contiguous()):
+        out = torch.ops.sparsefx.tile_linear(x, values, row_idx, row_ptr, col_map, bias,
+                                             256, "none", False)
+        assert rel_err(out, reference(x, packed, bias, "none", False)) <= TOL
+    keys = [d.key for d in dispatch.decisions()]
+    assert len(keys) == 2 and sum(k.endswith("|xT") for k in keys) == 1
