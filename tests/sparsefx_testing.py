@@ -16,6 +16,36 @@ from sparsefx.passes.pack_weights import PackWeights
 from sparsefx.passes.substitute_ops import SubstituteOps
 
 
+def make_tile_layer(N: int, K: int, G: int, structure: str, gen: torch.Generator):
+    """A packed random TW weight ``(packed, layout)`` for the kernel tests. Structures:
+    ``uneven``: kept output features a random subset (``col_map`` not contiguous, some
+    features missing), per-tile density drawn in [0, 1], one empty tile, an edge tile;
+    ``single``: one (edge) tile; ``empty``: every tile empty; ``dense``: every row kept
+    (k_t = K); ``ragged``: every tile's k_t drawn so that none is a multiple of 64."""
+    from sparsefx.patterns.tile import TileLayout, pack
+    kept = torch.arange(N)
+    if structure == "uneven":
+        kept = torch.sort(torch.randperm(N, generator=gen)[: N - max(1, N // 10)]).values
+    T = -(-kept.numel() // G)
+    if structure == "dense":
+        keep = torch.ones(T, K, dtype=torch.bool)
+    elif structure == "empty":
+        keep = torch.zeros(T, K, dtype=torch.bool)
+    elif structure == "ragged":
+        keep = torch.zeros(T, K, dtype=torch.bool)
+        for t in range(T):
+            k = int(torch.randint(1, K, (1,), generator=gen))
+            k += 1 if k % 64 == 0 else 0
+            keep[t, torch.randperm(K, generator=gen)[:k]] = True
+    else:
+        dens = torch.rand(T, 1, generator=gen)
+        keep = torch.rand(T, K, generator=gen) < dens
+        if structure == "uneven" and T > 1:
+            keep[T // 2] = False
+    layout = TileLayout(N, K, G, kept, keep)
+    return pack(torch.randn(N, K, generator=gen), layout), layout
+
+
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     return ((out.double() - ref.double()).norm() / ref.double().norm()).item()
 

@@ -13,8 +13,9 @@ import zlib
 import pytest
 import torch
 
-from sparsefx.patterns.tile import TileLayout, pack, unpack_tensors
+from sparsefx.patterns.tile import unpack_tensors
 from sparsefx.runtime.ops import apply_activation
+from sparsefx_testing import make_tile_layer
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -32,41 +33,12 @@ ACTS = ["none", "relu", "gelu", "silu"]
 TOL = {torch.float16: 2e-3, torch.bfloat16: 1e-2}
 
 
-def make_layer(N, K, G, structure, gen):
-    """Packed random TW weight. ``uneven``: kept output features a random subset (so
-    col_map is not contiguous and some features are missing), per-tile density in
-    [0, 1], one empty tile, an edge tile; ``single``: one edge tile; ``empty``: every
-    tile empty; ``dense``: every row of every tile kept (k_t = K); ``ragged``: k_t of
-    every tile drawn so that none is a multiple of 64."""
-    kept = torch.arange(N)
-    if structure == "uneven":
-        kept = torch.sort(torch.randperm(N, generator=gen)[: N - max(1, N // 10)]).values
-    T = -(-kept.numel() // G)
-    if structure == "dense":
-        keep = torch.ones(T, K, dtype=torch.bool)
-    elif structure == "empty":
-        keep = torch.zeros(T, K, dtype=torch.bool)
-    elif structure == "ragged":
-        keep = torch.zeros(T, K, dtype=torch.bool)
-        for t in range(T):
-            k = int(torch.randint(1, K, (1,), generator=gen))
-            k += 1 if k % 64 == 0 else 0
-            keep[t, torch.randperm(K, generator=gen)[:k]] = True
-    else:
-        dens = torch.rand(T, 1, generator=gen)
-        keep = torch.rand(T, K, generator=gen) < dens
-        if structure == "uneven" and T > 1:
-            keep[T // 2] = False
-    layout = TileLayout(N, K, G, kept, keep)
-    return pack(torch.randn(N, K, generator=gen), layout)
-
-
 def run_case(M, K, N, G, structure, dtype, activation, with_bias, block_m, gen,
              feature_major=True):
     from sparsefx.runtime.cuda.dispatch import sm90_configs, sparse_forward
     from sparsefx.runtime.cuda.plan import get_plan
     sm90 = _sm90()
-    packed = make_layer(N, K, G, structure, gen)
+    packed, _ = make_tile_layer(N, K, G, structure, gen)
     values = packed.values.to("cuda", dtype)
     row_idx, row_ptr, col_map = (packed.row_idx.cuda(), packed.row_ptr.cuda(),
                                  packed.col_map.cuda())
@@ -139,7 +111,7 @@ def test_repeatable():
     from sparsefx.runtime.cuda.plan import get_plan
     _sm90()
     gen = torch.Generator().manual_seed(5)
-    packed = make_layer(1024, 1024, 128, "ragged", gen)
+    packed, _ = make_tile_layer(1024, 1024, 128, "ragged", gen)
     values = packed.values.to("cuda", torch.float16)
     tensors = (packed.row_idx.cuda(), packed.row_ptr.cuda(), packed.col_map.cuda())
     x = torch.randn(1024, 4096, generator=gen).to("cuda", torch.float16)

@@ -13,8 +13,9 @@ import zlib
 import pytest
 import torch
 
-from sparsefx.patterns.tile import TileLayout, pack, unpack
+from sparsefx.patterns.tile import unpack
 from sparsefx.runtime.ops import apply_activation
+from sparsefx_testing import make_tile_layer
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -33,29 +34,6 @@ TOL = 1e-2
 
 
 # --------------------------------------------------------------------------- helpers
-def make_layer(N, K, G, structure, gen):
-    """A packed random TW weight. Structures:
-    ``uneven``: per-tile density drawn in [0, 1], one empty tile, an edge tile and a
-    few pruned output features; ``single``: one (edge) tile; ``empty``: every tile
-    empty; ``dense``: every row kept."""
-    kept = torch.arange(N)
-    if structure == "uneven":
-        kept = torch.sort(torch.randperm(N, generator=gen)[: N - max(1, N // 10)]).values
-    T = -(-kept.numel() // G)
-    if structure == "dense":
-        keep = torch.ones(T, K, dtype=torch.bool)
-    elif structure == "empty":
-        keep = torch.zeros(T, K, dtype=torch.bool)
-    else:
-        dens = torch.rand(T, 1, generator=gen)
-        keep = torch.rand(T, K, generator=gen) < dens
-        if structure == "uneven" and T > 1:
-            keep[T // 2] = False
-    layout = TileLayout(N, K, G, kept, keep)
-    weight = torch.randn(N, K, generator=gen)
-    return pack(weight, layout), layout
-
-
 def reference(x, packed, bias, activation, feature_major):
     w = unpack(packed).double().to(x.device)
     xd = x.double()
@@ -104,7 +82,7 @@ def test_structures(dtype, feature_major, structure, M):
     gen = torch.Generator().manual_seed(
         zlib.crc32(f"{dtype}{feature_major}{structure}{M}".encode()))
     N, K, G = (100, 72, 128) if structure == "single" else (300, 200, 64)
-    packed, _ = make_layer(N, K, G, structure, gen)
+    packed, _ = make_tile_layer(N, K, G, structure, gen)
     case = (M + len(structure)) % 4
     activation, with_bias = ACTS[case], case % 2 == 0 or structure == "empty"
     x, bias = inputs(M, K, N, dtype, feature_major, with_bias, gen)
@@ -120,7 +98,7 @@ def test_structures(dtype, feature_major, structure, M):
 def test_epilogues(activation, with_bias, dtype):
     gen = torch.Generator().manual_seed(7)
     from sparsefx.runtime.cuda.dispatch import default_config
-    packed, _ = make_layer(256, 192, 64, "uneven", gen)
+    packed, _ = make_tile_layer(256, 192, 64, "uneven", gen)
     for feature_major in (True, False):
         x, bias = inputs(333, 192, 256, dtype, feature_major, with_bias, gen)
         out = run_kernel(x, packed, dtype, bias, activation, feature_major,
@@ -135,7 +113,7 @@ def test_every_candidate_config(M, feature_major):
     from sparsefx.runtime.cuda.dispatch import candidate_configs
     gen = torch.Generator().manual_seed(M)
     G = 128
-    packed, _ = make_layer(520, 300, G, "uneven", gen)
+    packed, _ = make_tile_layer(520, 300, G, "uneven", gen)
     x, bias = inputs(M, 300, 520, torch.float16, feature_major, True, gen)
     ref = reference(x, packed, bias, "gelu", feature_major)
     for cfg in candidate_configs(M, G, feature_major):
@@ -147,7 +125,7 @@ def test_row_major_batched_input():
     """Row-major x with leading batch dims keeps them in the output."""
     from sparsefx.runtime.cuda.dispatch import default_config
     gen = torch.Generator().manual_seed(3)
-    packed, _ = make_layer(192, 128, 64, "uneven", gen)
+    packed, _ = make_tile_layer(192, 128, 64, "uneven", gen)
     x, bias = inputs(37, 128, 192, torch.bfloat16, False, True, gen, batch=3)
     out = run_kernel(x, packed, torch.bfloat16, bias, "silu", False,
                      default_config(111, 64, False))
@@ -172,7 +150,7 @@ def test_op_dispatch_and_cache(fresh_cache, feature_major):
     whichever path won, and a reload from disk gives the same decision."""
     dispatch = fresh_cache
     gen = torch.Generator().manual_seed(11)
-    packed, _ = make_layer(768, 768, 128, "uneven", gen)
+    packed, _ = make_tile_layer(768, 768, 128, "uneven", gen)
     values, row_idx, row_ptr, col_map = to_cuda(packed, torch.float16)
     x, bias = inputs(512, 768, 768, torch.float16, feature_major, True, gen)
     out = torch.ops.sparsefx.tile_linear(x, values, row_idx, row_ptr, col_map, bias, 768,
@@ -192,7 +170,7 @@ def test_dense_fallback_path(fresh_cache):
     """A layer forced to dense gives the same numbers through the cached weight."""
     dispatch = fresh_cache
     gen = torch.Generator().manual_seed(5)
-    packed, _ = make_layer(256, 256, 64, "uneven", gen)
+    packed, _ = make_tile_layer(256, 256, 64, "uneven", gen)
     values, row_idx, row_ptr, col_map = to_cuda(packed, torch.bfloat16)
     x, bias = inputs(64, 256, 256, torch.bfloat16, True, True, gen)
     out = dispatch.dense_forward(x, values, row_idx, row_ptr, col_map, bias, 256, "gelu",
@@ -203,7 +181,7 @@ def test_dense_fallback_path(fresh_cache):
 def test_fp32_goes_dense(fresh_cache):
     """fp32 is not a kernel dtype: the op still answers, through cuBLAS."""
     gen = torch.Generator().manual_seed(9)
-    packed, _ = make_layer(128, 96, 64, "uneven", gen)
+    packed, _ = make_tile_layer(128, 96, 64, "uneven", gen)
     values, row_idx, row_ptr, col_map = to_cuda(packed, torch.float32)
     x, bias = inputs(10, 96, 128, torch.float32, False, True, gen)
     out = torch.ops.sparsefx.tile_linear(x, values, row_idx, row_ptr, col_map, bias, 128,
@@ -219,7 +197,7 @@ def test_row_major_op_on_a_transposed_view(M):
     that view as on a contiguous copy, and the Triton path gathers it without a copy."""
     from sparsefx.runtime.cuda.dispatch import candidate_configs
     gen = torch.Generator().manual_seed(100 + M)
-    packed, _ = make_layer(300, 200, 64, "uneven", gen)
+    packed, _ = make_tile_layer(300, 200, 64, "uneven", gen)
     x_fm, bias = inputs(M, 200, 300, torch.float16, True, True, gen)
     view = x_fm.t()
     assert view.stride() == (1, M)
@@ -234,7 +212,7 @@ def test_transposed_view_gets_its_own_decision(fresh_cache):
     op result is right for both."""
     dispatch = fresh_cache
     gen = torch.Generator().manual_seed(12)
-    packed, _ = make_layer(256, 256, 128, "uneven", gen)
+    packed, _ = make_tile_layer(256, 256, 128, "uneven", gen)
     values, row_idx, row_ptr, col_map = to_cuda(packed, torch.float16)
     x_fm, bias = inputs(512, 256, 256, torch.float16, True, True, gen)
     for x in (x_fm.t(), x_fm.t().contiguous()):
