@@ -149,11 +149,12 @@ __device__ __forceinline__ float block_sum(float v, float* red) {
 }
 
 // ------------------------------------------------------------------ row-major input
-// Normalised values of one row-major token row held as h[NV][VEC] (element
-// (j * TPR + lane) * VEC + k); returns mean and rstd. TPR threads share the row.
-template <typename T, int VEC, int NV, int TPR>
-__device__ __forceinline__ void load_row(const Params& p, long long row, int lane,
-                                         float (&h)[NV][VEC]) {
+// x + bias + residual of one row-major token row, held as h[NV][VEC] (element
+// (j * nthreads + tid) * VEC + k): nthreads threads share the row (32 for a warp, a
+// compile-time constant once inlined; blockDim.x for a CTA). Masked entries are 0.
+template <typename T, int VEC, int NV>
+__device__ __forceinline__ void load_row(const Params& p, long long row, int tid,
+                                         int nthreads, float (&h)[NV][VEC]) {
   const int n = p.n;
   const T* xr = static_cast<const T*>(p.x) + row * n;
   const T* rr = static_cast<const T*>(p.r) + row * n;
@@ -161,7 +162,7 @@ __device__ __forceinline__ void load_row(const Params& p, long long row, int lan
   Pack<T, VEC> rx[NV], rres[NV];
 #pragma unroll
   for (int j = 0; j < NV; ++j) {   // every load in flight before the first use
-    const int e = (j * TPR + lane) * VEC;
+    const int e = (j * nthreads + tid) * VEC;
     if (e < n) {
       rx[j] = ld<T, VEC>(xr + e);
       rres[j] = ld<T, VEC>(rr + e);
@@ -169,7 +170,7 @@ __device__ __forceinline__ void load_row(const Params& p, long long row, int lan
   }
 #pragma unroll
   for (int j = 0; j < NV; ++j) {
-    const int e = (j * TPR + lane) * VEC;
+    const int e = (j * nthreads + tid) * VEC;
     if (e < n) {
       Pack<T, VEC> bv;
       if (b) bv = ld<T, VEC>(b + e);
@@ -186,7 +187,7 @@ __device__ __forceinline__ void load_row(const Params& p, long long row, int lan
   }
 }
 
-template <typename T, int VEC, int NV, int TPR>
+template <int VEC, int NV>
 __device__ __forceinline__ float row_partial_sum(const float (&h)[NV][VEC]) {
   float s = 0.f;
 #pragma unroll
@@ -196,13 +197,13 @@ __device__ __forceinline__ float row_partial_sum(const float (&h)[NV][VEC]) {
   return s;
 }
 
-template <typename T, int VEC, int NV, int TPR>
-__device__ __forceinline__ float row_partial_m2(const Params& p, int lane,
+template <int VEC, int NV>
+__device__ __forceinline__ float row_partial_m2(const Params& p, int tid, int nthreads,
                                                 const float (&h)[NV][VEC], float mean) {
   float q = 0.f;
 #pragma unroll
   for (int j = 0; j < NV; ++j) {
-    if ((j * TPR + lane) * VEC < p.n) {
+    if ((j * nthreads + tid) * VEC < p.n) {
 #pragma unroll
       for (int k = 0; k < VEC; ++k) {
         const float d = h[j][k] - mean;
@@ -249,9 +250,9 @@ __global__ void __launch_bounds__(kThreads) rows_warp_kernel(Params p) {
     const long long row = m0 + t;
     if (row >= p.tokens) break;
     float h[NV][VEC];
-    load_row<T, VEC, NV, 32>(p, row, lane, h);
-    const float mean = warp_sum(row_partial_sum<T, VEC, NV, 32>(h)) * inv_n;
-    const float var = warp_sum(row_partial_m2<T, VEC, NV, 32>(p, lane, h, mean)) * inv_n;
+    load_row<T, VEC, NV>(p, row, lane, 32, h);
+    const float mean = warp_sum(row_partial_sum<VEC, NV>(h)) * inv_n;
+    const float var = warp_sum(row_partial_m2<VEC, NV>(p, lane, 32, h, mean)) * inv_n;
     const float rstd = rsqrtf(var + p.eps);
 #pragma unroll
     for (int j = 0; j < NV; ++j) {
@@ -300,55 +301,9 @@ __global__ void __launch_bounds__(1024) rows_block_kernel(Params p) {
   const int tid = threadIdx.x, tpr = blockDim.x, n = p.n;
   const float inv_n = 1.f / n;
   float h[NV][VEC];
-  // load_row with a run-time thread count: vector j of thread tid is j * tpr + tid
-  {
-    const T* xr = static_cast<const T*>(p.x) + row * n;
-    const T* rr = static_cast<const T*>(p.r) + row * n;
-    const T* b = static_cast<const T*>(p.b);
-    Pack<T, VEC> rx[NV], rres[NV];
-#pragma unroll
-    for (int j = 0; j < NV; ++j) {
-      const int e = (j * tpr + tid) * VEC;
-      if (e < n) {
-        rx[j] = ld<T, VEC>(xr + e);
-        rres[j] = ld<T, VEC>(rr + e);
-      }
-    }
-#pragma unroll
-    for (int j = 0; j < NV; ++j) {
-      const int e = (j * tpr + tid) * VEC;
-      if (e < n) {
-        Pack<T, VEC> bv;
-        if (b) bv = ld<T, VEC>(b + e);
-#pragma unroll
-        for (int k = 0; k < VEC; ++k) {
-          float v = to_f(rx[j].v[k]);
-          if (b) v += to_f(bv.v[k]);
-          h[j][k] = v + to_f(rres[j].v[k]);
-        }
-      } else {
-#pragma unroll
-        for (int k = 0; k < VEC; ++k) h[j][k] = 0.f;
-      }
-    }
-  }
-  float s = 0.f;
-#pragma unroll
-  for (int j = 0; j < NV; ++j)
-#pragma unroll
-    for (int k = 0; k < VEC; ++k) s += h[j][k];
-  const float mean = block_sum(s, red) * inv_n;
-  float q = 0.f;
-#pragma unroll
-  for (int j = 0; j < NV; ++j) {
-    if ((j * tpr + tid) * VEC < n) {
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) {
-        const float d = h[j][k] - mean;
-        q += d * d;
-      }
-    }
-  }
+  load_row<T, VEC, NV>(p, row, tid, tpr, h);
+  const float mean = block_sum(row_partial_sum<VEC, NV>(h), red) * inv_n;
+  const float q = row_partial_m2<VEC, NV>(p, tid, tpr, h, mean);
   const float rstd = rsqrtf(block_sum(q, red) * inv_n + p.eps);
 #pragma unroll
   for (int j = 0; j < NV; ++j) {
