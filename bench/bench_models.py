@@ -240,7 +240,8 @@ def run_model(name: str, sparsities: list[float], args) -> list[Row]:
                         profile_split(lambda: dense(*inputs), device, kernels),
                         kernels=kernels, note=how))
         if not args.no_compile:
-            rows.append(_compiled_row(name, dense, inputs, device, args))
+            rows.append(_compiled_row(name, "dense torch.compile", dense, inputs, device,
+                                      args))
         for layout in args.layouts:
             for sparsity in sparsities:
                 rows += _sparse_rows(name, model, example, inputs, sparsity, G, device,
@@ -248,15 +249,21 @@ def run_model(name: str, sparsities: list[float], args) -> list[Row]:
     return rows
 
 
-def _compiled_row(name, dense, inputs, device, args) -> Row:
+def _compiled_row(name, label, module, inputs, device, args, ref=None,
+                  transposes=None) -> Row:
+    """``torch.compile(module, mode="reduce-overhead")`` timed (CUDA graphs on the GPU);
+    with ``ref`` also its relative error. A failure becomes a NaN row, not an abort."""
     mode = "reduce-overhead" if device == "cuda" else "default"
     try:
-        compiled = torch.compile(dense, mode=mode)
+        compiled = torch.compile(module, mode=mode)
         ms = time_ms(lambda: compiled(*inputs), device, args.iters, warmup=5)
-        return Row(name, "dense torch.compile", ms, device == "cuda")
-    except Exception as exc:  # noqa: BLE001 - no compiler toolchain on this machine
-        print(f"  torch.compile failed ({type(exc).__name__}: {str(exc)[:200]})")
-        return Row(name, "dense torch.compile", float("nan"), False)
+        err = None if ref is None else _rel_err(first_tensor(compiled(*inputs)).float(), ref)
+    except Exception as exc:  # noqa: BLE001 - e.g. no compiler toolchain on this machine
+        print(f"  {label} failed ({type(exc).__name__}: {str(exc)[:300]})")
+        return Row(name, label, float("nan"), False)
+    if err is not None:
+        print(f"  {label}: rel err {err:.2e}")
+    return Row(name, label, ms, device == "cuda", transposes=transposes, err=err)
 
 
 def _sparse_rows(name, model, example, inputs, sparsity, G, device, dtype, args,
@@ -290,27 +297,13 @@ def _sparse_rows(name, model, example, inputs, sparsity, G, device, dtype, args,
     if not args.no_compile and (args.compile_sparsities is None
                                 or any(abs(sparsity - s) < 1e-9
                                        for s in args.compile_sparsities)):
-        rows.append(_compiled_sparse_row(name, label, sm, inputs, ref, device, args,
-                                         transposes))
+        rows.append(_compiled_row(name, label + " + torch.compile", sm, inputs, device,
+                                  args, ref, transposes))
     return rows
 
 
 def _rel_err(out, ref) -> float:
     return float((out - ref).norm() / ref.norm().clamp_min(1e-30))
-
-
-def _compiled_sparse_row(name, label, sm, inputs, ref, device, args, transposes) -> Row:
-    mode = "reduce-overhead" if device == "cuda" else "default"
-    label = label + " + torch.compile"
-    try:
-        compiled = torch.compile(sm, mode=mode)
-        ms = time_ms(lambda: compiled(*inputs), device, args.iters, warmup=5)
-        err = _rel_err(first_tensor(compiled(*inputs)).float(), ref)
-    except Exception as exc:  # noqa: BLE001 - report the failure in the table
-        print(f"  {label} failed ({type(exc).__name__}: {str(exc)[:300]})")
-        return Row(name, label, float("nan"), False)
-    print(f"  {label}: rel err {err:.2e}")
-    return Row(name, label, ms, device == "cuda", transposes=transposes, err=err)
 
 
 # --------------------------------------------------------------------------- report
