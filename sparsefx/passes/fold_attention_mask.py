@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx
 
+from sparsefx.layers import get_attr_path
 from sparsefx.passes.infra import PassContext, PassResult, Record
 
 _SDPA_TARGETS = (torch.ops.aten.scaled_dot_product_attention.default,
@@ -107,7 +108,7 @@ def _evaluate_constant(gm: fx.GraphModule, mask: fx.Node) -> Optional[torch.Tens
     try:
         for node in order:
             if node.op == "get_attr":
-                env[node] = _fetch_attr(gm, node.target)
+                env[node] = get_attr_path(gm, node.target)
                 continue
             args = fx.node.map_arg(node.args, env.__getitem__)
             kwargs = fx.node.map_arg(node.kwargs, env.__getitem__)
@@ -149,13 +150,6 @@ def _is_pure(target: Any) -> bool:
         return True
     # builtin operators and shape helpers from symbolic_trace graphs
     return getattr(target, "__module__", None) in ("_operator", "operator")
-
-
-def _fetch_attr(gm: fx.GraphModule, target: str) -> Any:
-    obj: Any = gm
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 # --------------------------------------------------------------------------- classify

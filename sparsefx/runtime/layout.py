@@ -26,13 +26,18 @@ def from_feature_major(y: Tensor, like: Optional[Tensor] = None,
     """Contiguous ``[..., F]`` from ``y = [F, T]``. The leading (token) dims are those of
     ``like`` (a row-major tensor with the same tokens, for graphs whose batch size may
     change) or the static ``shape[:-1]``."""
-    if like is not None:
-        lead = list(like.shape[:-1])
-    elif shape is not None:
-        lead = list(shape[:-1])
-    else:
-        lead = [y.shape[1]]
+    lead = _token_dims(like, shape, default=[y.shape[1]])
     return y.t().reshape(*lead, y.shape[0]).contiguous()
+
+
+def _token_dims(like: Optional[Tensor], shape: Optional[Sequence[int]],
+                default: list) -> list:
+    """Leading (token) dims: those of ``like`` if given, else of the static ``shape``."""
+    if like is not None:
+        return list(like.shape[:-1])
+    if shape is not None:
+        return list(shape[:-1])
+    return default
 
 
 def tokens_to_shape(y: Tensor, like: Optional[Tensor] = None,
@@ -41,12 +46,7 @@ def tokens_to_shape(y: Tensor, like: Optional[Tensor] = None,
     ``shape[:-1]`` (a view). Used where ``propagate_layout`` let a sparse op read a
     feature-major input and write row-major directly, instead of a
     :func:`from_feature_major` transpose after it."""
-    if like is not None:
-        lead = list(like.shape[:-1])
-    elif shape is not None:
-        lead = list(shape[:-1])
-    else:
-        return y
+    lead = _token_dims(like, shape, default=[y.shape[0]])
     return y.reshape(*lead, y.shape[-1])
 
 

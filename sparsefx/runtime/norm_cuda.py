@@ -110,7 +110,7 @@ def bias_residual_layernorm_cuda(x: Tensor, residual: Tensor, bias: Optional[Ten
     n = _check_args(x, residual, bias, weight, ln_bias, feature_major)
     out_fm = feature_major if out_feature_major is None else bool(out_feature_major)
     if (not x.is_cuda or x.dtype not in _DTYPE_CODES or x.numel() == 0
-            or load_library() is None):
+            or (_fn is None and load_library() is None)):
         return _fallback(x, residual, bias, weight, ln_bias, eps, feature_major, out_fm)
     m = x.shape[1] if feature_major else x.numel() // n
     x_c = x.contiguous()

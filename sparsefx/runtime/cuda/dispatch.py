@@ -272,23 +272,18 @@ def sparse_forward(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor,
         x_fm = cfg.transpose_x or cfg.impl == "sm90"
         # the gather wants each kept input feature as one contiguous M-vector
         x2 = x2.t().contiguous() if x_fm else x2.contiguous()
-    if cfg.impl == "sm90":
-        if M:
-            schedule = plan.schedule_for(cfg.block_n, cfg.block_m, cfg.block_k, M,
-                                         cfg.flat * num_sms(x.device), cfg.group_cb,
-                                         x.device)
-            sm90_tile.launch(x2, values, row_idx, col_map, bias, out2, feature_major,
-                             activation, cfg.block_n, cfg.block_m, schedule)
-            if plan.missing is not None:
-                _fill_missing(out2, feature_major, plan.missing, bias, activation)
-        return out
     schedule = None
-    if cfg.flat:
+    if cfg.flat and M:
         schedule = plan.schedule_for(cfg.block_n, cfg.block_m, cfg.block_k, M,
                                      cfg.flat * num_sms(x.device), cfg.group_cb, x.device)
-    launch_tile_kernel(x2, x_fm, values, row_idx, row_ptr, col_map, bias, out2,
-                       feature_major, plan.order_for(cfg.block_n), plan.cols_contig,
-                       activation, cfg, schedule)
+    if cfg.impl == "sm90":
+        if M:
+            sm90_tile.launch(x2, values, row_idx, col_map, bias, out2, feature_major,
+                             activation, cfg.block_n, cfg.block_m, schedule)
+    else:
+        launch_tile_kernel(x2, x_fm, values, row_idx, row_ptr, col_map, bias, out2,
+                           feature_major, plan.order_for(cfg.block_n), plan.cols_contig,
+                           activation, cfg, schedule)
     if plan.missing is not None and M:
         _fill_missing(out2, feature_major, plan.missing, bias, activation)
     return out
