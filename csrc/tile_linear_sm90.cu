@@ -47,6 +47,28 @@
 
 #include "sm90_wgmma.cuh"
 
+// Diagnosis switches (bench/profile_tile.py builds variants with -D; never set in the
+// shipped library): each removes one stage so its cost shows as a time difference.
+// Results are WRONG with any of them set.
+#ifndef SFX_DIAG_NO_FENCE
+#define SFX_DIAG_NO_FENCE 0   // consumers skip fence.proxy.async after the full wait
+#endif
+#ifndef SFX_DIAG_NO_GATHER
+#define SFX_DIAG_NO_GATHER 0  // producer issues no x cp.async (weights by TMA only)
+#endif
+#ifndef SFX_DIAG_NO_STORE
+#define SFX_DIAG_NO_STORE 0   // epilogue computes but does not store (never true at run time)
+#endif
+#ifndef SFX_DIAG_NO_W
+#define SFX_DIAG_NO_W 0       // producer issues no weight TMA (x gather only)
+#endif
+#ifndef SFX_DIAG_NO_MMA
+#define SFX_DIAG_NO_MMA 0     // consumers issue no wgmma
+#endif
+#ifndef SFX_DIAG_FP16_ONLY
+#define SFX_DIAG_FP16_ONLY 0  // instantiate only the fp16 kernels (faster variant builds)
+#endif
+
 namespace sfx_sm90 {
 
 constexpr int BK = 64;                 // packed rows per K-step
@@ -55,6 +77,8 @@ constexpr int THREADS = 384;           // producer warpgroup + 2 consumer warpgr
 
 struct Params {
   CUtensorMap w_map;        // values [R, G]: box 64 rows x 64 columns, 128B swizzle
+  CUtensorMap out_map;      // out [n_out, M] (feature-major): box 64 rows x 64 tokens,
+                            // 128B swizzle; only when tma_out
   const uint16_t* x;        // [K, M], tokens contiguous, row stride stride_xk elements
   void* out;                // element (col, m) at col * stride_on + m * stride_om
   const void* bias;         // [N] of the element type, or null
@@ -64,6 +88,7 @@ struct Params {
   const int* progs;         // [num_progs, 2] (first item, total K-steps)
   long long stride_xk, stride_on, stride_om;
   int n_items, num_progs, M, n_kept, G, act;
+  int tma_out;              // 1: epilogue through shared memory + bulk tensor stores
 };
 
 // ------------------------------------------------------------------ PTX helpers
@@ -110,6 +135,49 @@ __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, uint32
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src),
                "r"(src_bytes)
                : "memory");
+}
+
+// Bulk tensor store of a [64 rows x 64 tokens] swizzled shared-memory box to (c0 = token,
+// c1 = row) of the tensor map; coordinates past the tensor's extent are not written.
+__device__ __forceinline__ void tma_store_2d(const CUtensorMap* map, uint32_t src, int c0,
+                                             int c1) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%2, %3}], [%1];" ::"l"(
+          reinterpret_cast<uint64_t>(map)),
+      "r"(src), "r"(c0), "r"(c1)
+      : "memory");
+}
+
+__device__ __forceinline__ void bulk_commit() {
+  asm volatile("cp.async.bulk.commit_group;" ::: "memory");
+}
+
+// wait until at most N of this thread's bulk store groups still read shared memory
+template <int N>
+__device__ __forceinline__ void bulk_wait_read() {
+  asm volatile("cp.async.bulk.wait_group.read %0;" ::"n"(N) : "memory");
+}
+
+__device__ __forceinline__ void bulk_wait_all() {
+  asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");
+}
+
+// barrier of the 128 threads of one consumer warpgroup (ids 1, 2; 0 is __syncthreads)
+__device__ __forceinline__ void warpgroup_bar(int id) {
+  asm volatile("bar.sync %0, 128;" ::"r"(id) : "memory");
+}
+
+__device__ __forceinline__ void st_shared_b32(uint32_t addr, uint32_t v) {
+  asm volatile("st.shared.b32 [%0], %1;" ::"r"(addr), "r"(v) : "memory");
+}
+
+// 16 bytes, or 16 zero bytes when `zero` (the source is then not read).
+__device__ __forceinline__ void cp_async16_or_zero(uint32_t dst, const void* src, bool zero) {
+  asm volatile(
+      "{\n.reg .pred z;\nsetp.ne.b32 z, %2, 0;\n"
+      "cp.async.cg.shared.global [%0], [%1], 16, z;\n}\n" ::"r"(dst),
+      "l"(src), "r"(static_cast<int>(zero))
+      : "memory");
 }
 
 // Arrive on the mbarrier when all of this thread's prior cp.async have completed; noinc:
@@ -198,6 +266,8 @@ __device__ __forceinline__ void epilogue(const Params& p, const float* acc, int 
   const T* bias = static_cast<const T*>(p.bias);
   const bool vec = p.stride_om == 1 && (p.stride_on & 1) == 0 &&
                    (reinterpret_cast<uintptr_t>(out) & 3) == 0;
+  // diagnosis only: skip the whole epilogue (a run-time test, so the code still compiles)
+  if (SFX_DIAG_NO_STORE && p.act != 99) return;
   const int tok_base = tok0 + 2 * (lane & 3);
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
@@ -232,6 +302,56 @@ __device__ __forceinline__ void epilogue(const Params& p, const float* acc, int 
   }
 }
 
+// Epilogue through shared memory (tma_out): the warpgroup's [64 features x WG_N tokens]
+// block goes out as WG_N / 64 bulk tensor stores of [64 rows x 64 tokens], staged in two
+// 8 KB buffers per warpgroup (128B-swizzled like the tensor map's box, so the 4-byte
+// writes of a warp hit 8 different 16-byte bank groups). The stores complete in the
+// background while the warpgroup starts its next item: the direct-store epilogue held both
+// cooperative warpgroups for its whole duration (bench/NOTES_tile.md round 4: 22% of the
+// time at 75% sparsity, 44% at 90%). Requires (host): feature-major out with tokens
+// contiguous, each tile's features one contiguous run of rows, and an edge tile's padding
+// rows past the last row of out, where the tensor map clips them (TilePlan.tma_store_ok).
+template <typename T, int WG_N, int ACT>
+__device__ __forceinline__ void epilogue_tma(const Params& p, const float* acc, int feat0,
+                                             int tok0, int j0, int warp, int lane,
+                                             uint32_t obuf, int& oring, int wg_tid, int bar) {
+  const int jb = j0 + feat0;  // first feature (col_map position) of the 64-row block
+  if (jb >= p.n_kept) return;  // block wholly in an edge tile's padding: nothing to store
+  const T* bias = static_cast<const T*>(p.bias);
+  const int row0 = p.col_map[jb];
+  float b[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int jg = jb + 16 * warp + (lane >> 2) + 8 * i;
+    b[i] = bias != nullptr && jg < p.n_kept ? Cvt<T>::to_f(bias[p.col_map[jg]]) : 0.0f;
+  }
+#pragma unroll
+  for (int s = 0; s < WG_N / 64; ++s) {
+    const uint32_t buf = obuf + (oring & 1) * 8192u;
+    ++oring;
+    if (wg_tid == 0) bulk_wait_read<1>();  // the store that last read `buf` is done with it
+    warpgroup_bar(bar);
+#pragma unroll
+    for (int jj = 0; jj < 8; ++jj) {
+      const int j = 8 * s + jj;
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const int fr = 16 * warp + (lane >> 2) + 8 * i;
+        const float v0 = activate<ACT>(acc[4 * j + 2 * i] + b[i]);
+        const float v1 = activate<ACT>(acc[4 * j + 2 * i + 1] + b[i]);
+        st_shared_b32(buf + fr * 128 + ((jj ^ (fr & 7)) << 4) + 4 * (lane & 3),
+                      Cvt<T>::pack2(v0, v1));
+      }
+    }
+    fence_proxy_async();  // generic-proxy writes, read next by the bulk copy (async proxy)
+    warpgroup_bar(bar);
+    if (wg_tid == 0) {
+      tma_store_2d(&p.out_map, buf, tok0 + 64 * s, row0);
+      bulk_commit();
+    }
+  }
+}
+
 // ------------------------------------------------------------------ kernel
 // PP = false (cooperative): both consumer warpgroups work on the same item; BN = 128:
 // warpgroup c owns features [64c, 64c + 64) and all BM tokens, BN = 64: both own the 64
@@ -243,7 +363,8 @@ struct Cfg {
   static constexpr int A_BYTES = BN / 64 * CHUNK_BYTES;
   static constexpr int B_BYTES = BM / 64 * CHUNK_BYTES;
   static constexpr int STAGE_BYTES = A_BYTES + B_BYTES;
-  static constexpr int SMEM = STAGES * STAGE_BYTES + 1024 + (2 * STAGES + 2) * 8;
+  static constexpr int OUT_BYTES = 2 * 2 * 8192;  // two 8 KB store buffers per consumer
+  static constexpr int SMEM = STAGES * STAGE_BYTES + OUT_BYTES + 1024 + (2 * STAGES + 2) * 8;
   static constexpr int NH = PP ? BN / 64 : 1;                     // m64 blocks per warpgroup
   static constexpr int WG_N = PP || BN == 64 ? (PP ? BM : BM / 2) : BM;  // tokens per wgmma
   static constexpr int ACC = NH * WG_N / 2;                       // fp32 registers
@@ -257,7 +378,8 @@ __global__ void __launch_bounds__(THREADS, 1)
 
   extern __shared__ uint8_t smem_raw[];
   const uint32_t base = (smem_u32(smem_raw) + 1023u) & ~1023u;
-  const uint32_t bars = base + STAGES * C::STAGE_BYTES;
+  const uint32_t obufs = base + STAGES * C::STAGE_BYTES;  // epilogue store buffers
+  const uint32_t bars = obufs + C::OUT_BYTES;
   auto full = [&](int s) { return bars + 8u * s; };
   auto empty = [&](int s) { return bars + 8u * (STAGES + s); };
   // ping-pong: turn(c) lets consumer warpgroup c start its next item's main loop
@@ -281,49 +403,92 @@ __global__ void __launch_bounds__(THREADS, 1)
   if (tid < 128) {
     // ================================================================ producer
     asm volatile("setmaxnreg.dec.sync.aligned.u32 56;");
+    // Thread (warp w, lane l) copies 16-byte piece q of rows r0 + i * ROWS_PER_PASS,
+    // i < PASSES, of every K-step. A warp's threads need only 16 distinct row indices per
+    // step: lanes 0..15 load them with one coalesced load, a step AHEAD of their use (the
+    // index load is a dependent global load: issued just before the copies, its latency
+    // was the producer's cost per step, bench/NOTES_tile.md round 4), and each pass takes
+    // its index from the owning lane with a shuffle.
     constexpr int PIECES = BM / 8;  // 16-byte pieces per gathered x row
     constexpr int ROWS_PER_PASS = 128 / PIECES;
     constexpr int PASSES = BK / ROWS_PER_PASS;
+    static_assert((32 / PIECES) * PASSES <= 32, "one index per lane and step");
+    const int lane = tid & 31;
     const int q = tid % PIECES;
     const int r0 = tid / PIECES;
-    const uint32_t piece_off = (q / 8) * CHUNK_BYTES;
-    const int pc = q & 7;
+    const int warp_r0 = (tid & ~31) / PIECES;  // first row of this warp's threads
+    // row (within a K-step) whose index lane `lane` loads; -1: this lane loads none
+    const int my_row = lane < (32 / PIECES) * PASSES
+                           ? warp_r0 + lane / PASSES + ROWS_PER_PASS * (lane % PASSES)
+                           : -1;
+    const int src_lane0 = (lane / PIECES) * PASSES;  // lane that holds pass 0's index
+    // shared-memory offset of pass i = dst_off[i & 1] + i * ROWS_PER_PASS * 128: the
+    // 128-byte swizzle XORs the piece with (row & 7), which alternates with the pass
+    // parity when ROWS_PER_PASS = 4 and is constant when it is 8
+    uint32_t dst_off[2];
+#pragma unroll
+    for (int par = 0; par < 2; ++par) {
+      const int r = r0 + par * ROWS_PER_PASS;
+      dst_off[par] = (q / 8) * CHUNK_BYTES + r0 * 128 + (((q & 7) ^ (r & 7)) << 4);
+    }
+    const char* xbytes = reinterpret_cast<const char*>(p.x);
+    const uint32_t row_bytes = static_cast<uint32_t>(p.stride_xk) * 2u;  // launcher: < 2^32
+    // index of row `my_row` of the K-step at packed row `first_row` of an item with k_t
+    // rows left from there (-1 past the tile's kept rows)
+    auto load_index = [&](int first_row, int rows_left) -> int {
+      return my_row >= 0 && my_row < rows_left ? __ldg(p.row_idx + first_row + my_row) : -1;
+    };
     if (tid == 0) asm volatile("prefetch.tensormap [%0];" ::"l"(&p.w_map) : "memory");
     int stage = 0;
     uint32_t phase = 0;
+    int4 next_item = first < last ? p.items[first] : make_int4(0, 0, 0, 0);
+    int ahead = load_index(next_item.x, next_item.y);  // indices of the next K-step
     for (int it = first; it < last; ++it) {
-      const int4 item = p.items[it];
+      const int4 item = next_item;
+      next_item = it + 1 < last ? p.items[it + 1] : make_int4(0, 0, 0, 0);
       const int start = item.x, k_t = item.y;
       const int n0 = item.z % p.G;
       const int m = item.w * BM + 8 * q;
       const int left = p.M - m;
       const uint32_t m_bytes = left >= 8 ? 16u : (left > 0 ? 2u * left : 0u);
-      const uint16_t* xcol = p.x + (left > 0 ? m : 0);
-      const int* ridx = p.row_idx + start;
+      const char* xcol = xbytes + 2ll * (left > 0 ? m : 0);
       for (int k0 = 0; k0 < k_t; k0 += BK) {
-        // row indices first: their load latency overlaps the wait for a free stage
-        int rows[PASSES];
-#pragma unroll
-        for (int i = 0; i < PASSES; ++i) {
-          const int kk = k0 + r0 + i * ROWS_PER_PASS;
-          rows[i] = kk < k_t ? __ldg(ridx + kk) : -1;
+        const int idx = ahead;
+        // prefetch the next K-step's indices: this item's, or the next item's first
+        if (k0 + BK < k_t) {
+          ahead = load_index(start + k0 + BK, k_t - k0 - BK);
+        } else {
+          ahead = load_index(next_item.x, next_item.y);
         }
         mbar_wait(empty(stage), phase ^ 1);
         const uint32_t sA = base + stage * C::STAGE_BYTES;
         const uint32_t sB = sA + C::A_BYTES;
         if (tid == 0) {
-          mbar_arrive_expect_tx(full(stage), C::A_BYTES);
+          mbar_arrive_expect_tx(full(stage), SFX_DIAG_NO_W ? 0 : C::A_BYTES);
 #pragma unroll
           for (int c = 0; c < BN / 64; ++c)
-            tma_load_2d(sA + c * CHUNK_BYTES, &p.w_map, full(stage), n0 + 64 * c, start + k0);
+            if (!SFX_DIAG_NO_W)
+              tma_load_2d(sA + c * CHUNK_BYTES, &p.w_map, full(stage), n0 + 64 * c, start + k0);
         }
+        // Rows past k_t (index -1) are zero-filled, their address clamped to row 0 (a
+        // valid one). Pieces wholly inside M copy 16 bytes or zeros (predicate form);
+        // only the M tail needs the byte-count form.
+        if (SFX_DIAG_NO_GATHER) {
+        } else if (m_bytes == 16u) {
 #pragma unroll
-        for (int i = 0; i < PASSES; ++i) {
-          const int r = r0 + i * ROWS_PER_PASS;
-          const bool ok = rows[i] >= 0 && m_bytes != 0;
-          const void* src = ok ? static_cast<const void*>(xcol + rows[i] * p.stride_xk)
-                               : static_cast<const void*>(p.x);
-          cp_async16(sB + piece_off + r * 128 + ((pc ^ (r & 7)) << 4), src, ok ? m_bytes : 0u);
+          for (int i = 0; i < PASSES; ++i) {
+            const int row = __shfl_sync(0xffffffffu, idx, src_lane0 + i);
+            const char* src = xcol + static_cast<uint32_t>(max(row, 0)) * row_bytes;
+            cp_async16_or_zero(sB + dst_off[i & 1] + i * ROWS_PER_PASS * 128, src, row < 0);
+          }
+        } else {
+#pragma unroll
+          for (int i = 0; i < PASSES; ++i) {
+            const int row = __shfl_sync(0xffffffffu, idx, src_lane0 + i);
+            const char* src = xcol + static_cast<uint32_t>(max(row, 0)) * row_bytes;
+            cp_async16(sB + dst_off[i & 1] + i * ROWS_PER_PASS * 128, src,
+                       row >= 0 ? m_bytes : 0u);
+          }
         }
         // the barrier counts this thread's arrival once all its copies above have landed
         cp_async_arrive_noinc(full(stage));
@@ -332,6 +497,9 @@ __global__ void __launch_bounds__(THREADS, 1)
           phase ^= 1;
         }
       }
+      // an empty item issues no K-step: the indices prefetched for it belong to the
+      // item after it
+      if (k_t == 0) ahead = load_index(next_item.x, next_item.y);
     }
     cp_async_wait<0>();
   } else {
@@ -354,6 +522,8 @@ __global__ void __launch_bounds__(THREADS, 1)
     int step = 0;
     if (PP && ci == 1 && first < last) step = (p.items[first].y + BK - 1) / BK;
     int turns = 0;  // ping-pong: main loops this warpgroup has started
+    int oring = 0;  // tma_out: store buffers this warpgroup has filled
+    const int wg_tid = tid % 128;
     for (int it = first + (PP ? ci : 0); it < last; it += PP ? 2 : 1) {
       const int4 item = p.items[it];
       const int nsteps = (item.y + BK - 1) / BK;
@@ -372,7 +542,7 @@ __global__ void __launch_bounds__(THREADS, 1)
         mbar_wait(full(stage), (step / STAGES) & 1);
         // the x rows were written by cp.async (generic proxy), wgmma reads through the
         // async proxy: order them after the barrier's acquire
-        fence_proxy_async();
+        if (!SFX_DIAG_NO_FENCE) fence_proxy_async();
         const uint32_t s0 = base + stage * C::STAGE_BYTES;
         fence_regs<C::ACC>(acc);
         wgmma_fence();
@@ -381,6 +551,7 @@ __global__ void __launch_bounds__(THREADS, 1)
 #pragma unroll
           for (int h = 0; h < NH; ++h) {
             // 16 K-rows = two 8-row groups of 1024 bytes
+            if (!SFX_DIAG_NO_MMA)
             Wgmma<WG_N, BF16>::mma(acc + h * (WG_N / 2),
                                    make_desc(s0 + a_off + h * CHUNK_BYTES + kk * 2048),
                                    make_desc(s0 + b_off + kk * 2048), (ks > 0 || kk > 0) ? 1 : 0);
@@ -412,6 +583,16 @@ __global__ void __launch_bounds__(THREADS, 1)
       for (int h = 0; h < NH; ++h) {
         const float* a = acc + h * (WG_N / 2);
         const int f0 = feat0 + 64 * h;
+        if (p.tma_out) {
+          const uint32_t ob = obufs + ci * 16384u;
+          switch (p.act) {
+            case 1: epilogue_tma<T, WG_N, 1>(p, a, f0, tok0, item.z, warp, lane, ob, oring, wg_tid, 1 + ci); break;
+            case 2: epilogue_tma<T, WG_N, 2>(p, a, f0, tok0, item.z, warp, lane, ob, oring, wg_tid, 1 + ci); break;
+            case 3: epilogue_tma<T, WG_N, 3>(p, a, f0, tok0, item.z, warp, lane, ob, oring, wg_tid, 1 + ci); break;
+            default: epilogue_tma<T, WG_N, 0>(p, a, f0, tok0, item.z, warp, lane, ob, oring, wg_tid, 1 + ci); break;
+          }
+          continue;
+        }
         switch (p.act) {
           case 1: epilogue<T, WG_N, 1>(p, a, f0, tok0, item.z, warp, lane); break;
           case 2: epilogue<T, WG_N, 2>(p, a, f0, tok0, item.z, warp, lane); break;
@@ -420,6 +601,8 @@ __global__ void __launch_bounds__(THREADS, 1)
         }
       }
     }
+    // the shared-memory buffers must outlive the bulk stores that read them
+    if (p.tma_out && wg_tid == 0) bulk_wait_all();
   }
 }
 
@@ -466,9 +649,9 @@ template <typename T>
 static int launch_typed(const Params& p, int block_n, int block_m, int grid,
                         cudaStream_t stream) {
   // cooperative [BN, 256] items, 4 stages (48 / 40 KB each); ping-pong [BN, 128] items,
-  // 6 stages (32 / 24 KB each)
+  // 6 / 8 stages (32 / 24 KB each); every kernel also holds 32 KB of store buffers
   if (block_n == 128 && block_m == 256) return launch<T, 128, 256, 4, false>(p, grid, stream);
-  if (block_n == 64 && block_m == 256) return launch<T, 64, 256, 5, false>(p, grid, stream);
+  if (block_n == 64 && block_m == 256) return launch<T, 64, 256, 4, false>(p, grid, stream);
   if (block_n == 128 && block_m == 128) return launch<T, 128, 128, 6, true>(p, grid, stream);
   if (block_n == 64 && block_m == 128) return launch<T, 64, 128, 8, true>(p, grid, stream);
   return -1;
@@ -483,7 +666,8 @@ extern "C" int sfx_tile_linear_sm90(
     const void* x, long long stride_xk, const void* values, long long R, int G,
     const int* row_idx, const int* col_map, int n_kept, const void* bias, void* out,
     long long stride_on, long long stride_om, const int* items, const int* progs, int n_items,
-    int num_progs, int M, int dtype, int act, int block_n, int block_m, void* stream) {
+    int num_progs, int M, int dtype, int act, int block_n, int block_m, long long n_out,
+    int tma_out, void* stream) {
   using namespace sfx_sm90;
   if (M <= 0 || n_items <= 0 || num_progs <= 0) return 0;
   if (G % 64 != 0 || G % block_n != 0 || (dtype != 0 && dtype != 1) || act < 0 || act > 3 ||
@@ -506,6 +690,22 @@ extern "C" int sfx_tile_linear_sm90(
                         CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     if (r != CUDA_SUCCESS) return -1000 - static_cast<int>(r);
   }
+  // epilogue by bulk tensor stores: feature-major out, tokens contiguous, 16-byte rows
+  if (tma_out && stride_om == 1 && stride_on % 8 == 0 && n_out > 0 &&
+      (reinterpret_cast<uintptr_t>(out) & 15) == 0) {
+    int err = 0;
+    EncodeFn encode = encode_fn(&err);
+    if (err != 0) return err;
+    cuuint64_t dims[2] = {static_cast<cuuint64_t>(M), static_cast<cuuint64_t>(n_out)};
+    cuuint64_t strides[1] = {static_cast<cuuint64_t>(stride_on) * 2};
+    cuuint32_t box[2] = {64, 64};
+    cuuint32_t estr[2] = {1, 1};
+    CUresult r = encode(&p.out_map, dt, 2, out, dims, strides, box, estr,
+                        CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                        CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS) return -1000 - static_cast<int>(r);
+    p.tma_out = 1;
+  }
   p.x = static_cast<const uint16_t*>(x);
   p.out = out;
   p.bias = bias;
@@ -523,8 +723,12 @@ extern "C" int sfx_tile_linear_sm90(
   p.G = G;
   p.act = act;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
+#if SFX_DIAG_FP16_ONLY
+  return dtype == 0 ? launch_typed<__half>(p, block_n, block_m, num_progs, s) : -1;
+#else
   return dtype == 0 ? launch_typed<__half>(p, block_n, block_m, num_progs, s)
                     : launch_typed<__nv_bfloat16>(p, block_n, block_m, num_progs, s);
+#endif
 }
 
 extern "C" const char* sfx_tile_linear_sm90_error(int code) {

@@ -21,11 +21,19 @@ def make_tile_layer(N: int, K: int, G: int, structure: str, gen: torch.Generator
     ``uneven``: kept output features a random subset (``col_map`` not contiguous, some
     features missing), per-tile density drawn in [0, 1], one empty tile, an edge tile;
     ``single``: one (edge) tile; ``empty``: every tile empty; ``dense``: every row kept
-    (k_t = K); ``ragged``: every tile's k_t drawn so that none is a multiple of 64."""
+    (k_t = K); ``ragged``: every tile's k_t drawn so that none is a multiple of 64;
+    ``gap``: like ``uneven`` densities, but the pruned output features are one run of 10
+    at a tile boundary (each tile's features stay one contiguous run of rows);
+    ``tail``: the last 5 output features pruned (the edge tile's padding would cover
+    them)."""
     from sparsefx.patterns.tile import TileLayout, pack
     kept = torch.arange(N)
     if structure == "uneven":
         kept = torch.sort(torch.randperm(N, generator=gen)[: N - max(1, N // 10)]).values
+    elif structure == "gap":
+        kept = torch.cat([torch.arange(G), torch.arange(G + 10, N)])
+    elif structure == "tail":
+        kept = torch.arange(N - 5)
     T = -(-kept.numel() // G)
     if structure == "dense":
         keep = torch.ones(T, K, dtype=torch.bool)

@@ -37,7 +37,9 @@ from sparsefx.runtime.cuda.triton_tile import TileConfig, launch_tile_kernel, nu
 from sparsefx.runtime.ops import _check_tile_args, apply_activation
 
 #: bump when kernels change so stale on-disk decisions are not reused
-KERNEL_VERSION = "tile-triton-v4"  # v4: sm90 CUDA C++ candidates (v3: CUDA graphs)
+# v5: sm90 producer rework and bulk-store epilogue; v4: sm90 CUDA C++ candidates;
+# v3: CUDA graphs
+KERNEL_VERSION = "tile-triton-v5"
 CACHE_ENV = "SPARSEFX_CACHE_DIR"
 _SUPPORTED = (torch.float16, torch.bfloat16)
 
@@ -211,9 +213,9 @@ def sm90_configs(M: int, G: int) -> list[TileConfig]:
     """Candidates of the Hopper CUDA C++ kernel (:mod:`sm90_tile`) when its library
     loads on this GPU (compute capability 9.0) and ``G % 64 == 0``: cooperative
     [BN, 256] items and ping-pong [BN, 128] items, one persistent CTA per SM. Skipped
-    for M <= 64, where a 128-token block wastes most of the tensor-core work. On the
-    2026-11-22 H200 runs (bench/NOTES_tile.md, round 3) it beat Triton only on some
-    BERT-size layers; :func:`decide` keeps it only where it measures fastest."""
+    for M <= 64, where a 128-token block wastes most of the tensor-core work.
+    :func:`decide` keeps whichever candidate measures fastest (bench/NOTES_tile.md
+    rounds 3-4)."""
     if M <= 64 or G % 64 or not sm90_tile.available():
         return []
     bn = min(128, G)
@@ -279,7 +281,8 @@ def sparse_forward(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor,
     if cfg.impl == "sm90":
         if M:
             sm90_tile.launch(x2, values, row_idx, col_map, bias, out2, feature_major,
-                             activation, cfg.block_n, cfg.block_m, schedule)
+                             activation, cfg.block_n, cfg.block_m, schedule,
+                             plan.tma_store_ok)
     else:
         launch_tile_kernel(x2, x_fm, values, row_idx, row_ptr, col_map, bias, out2,
                            feature_major, plan.order_for(cfg.block_n), plan.cols_contig,

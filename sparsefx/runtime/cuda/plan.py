@@ -34,6 +34,7 @@ class TilePlan:
     k_counts: list[int]              # k_t per tile
     tile_order: Tensor               # int64 [T] (device): tiles by k_t descending
     cols_contig: bool                # col_map[t*G+j] == col_map[t*G]+j, 16-aligned
+    tma_store_ok: bool               # whole-tile row blocks can be stored (see below)
     missing: Optional[Tensor]        # int64 (device) output features not in col_map
     profile: str                     # hash of the sorted k_t profile
     _orders: dict = field(default_factory=dict)
@@ -146,7 +147,25 @@ def build_plan(row_ptr: Tensor, col_map: Tensor, out_features: int, G: int) -> T
         torch.sort(counts).values.numpy().tobytes() + f"{G}".encode()).hexdigest()[:16]
     return TilePlan(G=G, num_tiles=num_tiles, n_kept=cm.numel(), out_features=out_features,
                     k_counts=counts.tolist(), tile_order=order.to(row_ptr.device),
-                    cols_contig=_cols_contiguous(cm, G), missing=missing, profile=profile)
+                    cols_contig=_cols_contiguous(cm, G),
+                    tma_store_ok=_tile_rows_storable(cm, G, out_features), missing=missing,
+                    profile=profile)
+
+
+def _tile_rows_storable(cm: Tensor, G: int, out_features: int) -> bool:
+    """True when a store of a tile's whole G-row block (the sm90 kernel's bulk tensor
+    store epilogue) writes only that tile's own output features: each tile's features
+    are consecutive, and the edge tile's padding rows lie past the last output feature
+    (where the tensor map clips them)."""
+    n = cm.numel()
+    if n == 0:
+        return False
+    pos = torch.arange(n)
+    starts = cm[(pos // G) * G]
+    if not bool(torch.all(cm == starts + pos % G)):
+        return False
+    last = (n - 1) // G * G
+    return n % G == 0 or int(cm[last]) + (n - last) == out_features
 
 
 def _cols_contiguous(cm: Tensor, G: int) -> bool:

@@ -5,9 +5,9 @@ specialisation, persistent CTAs over the host's longest-first list schedule).
 Same argument conventions as :func:`sparsefx.runtime.cuda.triton_tile.launch_tile_kernel`,
 restricted to a feature-major ``x [K, M]`` (the dispatcher transposes row-major inputs
 first); ``out`` may be feature-major ``[N, M]`` (fast path: 4-byte stores along M) or
-row-major ``[M, N]`` (scalar stores). Needs a compute capability 9.0 GPU, ``nvcc`` and
-``G % 64 == 0``; :func:`available` says whether the library loads, :func:`why_not` why
-not. No triton here.
+row-major ``[M, N]`` (scalar stores). Needs a compute capability 9.0 GPU, ``nvcc``,
+``G % 64 == 0`` and an ``x`` whose rows span less than 4 GiB; :func:`available` says
+whether the library loads, :func:`why_not` why not. No triton here.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ DTYPE_CODES = {torch.float16: 0, torch.bfloat16: 1}
 #: (block_n, block_m) -> pipeline stages, as compiled in the library: [BN, 256] items
 #: shared by both consumer warpgroups (cooperative), [BN, 128] items one per warpgroup
 #: (ping-pong)
-BLOCKS = {(128, 256): 4, (64, 256): 5, (128, 128): 6, (64, 128): 8}
+BLOCKS = {(128, 256): 4, (64, 256): 4, (128, 128): 6, (64, 128): 8}
 BLOCK_K = 64
 
 _configured = False
@@ -46,7 +46,7 @@ def _configure(lib: ctypes.CDLL) -> None:
     """Declare the C signatures of the library's exported functions."""
     f = lib.sfx_tile_linear_sm90
     ll, i, p = ctypes.c_longlong, ctypes.c_int, ctypes.c_void_p
-    f.argtypes = [p, ll, p, ll, i, p, p, i, p, p, ll, ll, p, p, i, i, i, i, i, i, i, p]
+    f.argtypes = [p, ll, p, ll, i, p, p, i, p, p, ll, ll, p, p, i, i, i, i, i, i, i, ll, i, p]
     f.restype = i
     lib.sfx_tile_linear_sm90_error.argtypes = [i]
     lib.sfx_tile_linear_sm90_error.restype = ctypes.c_char_p
@@ -84,11 +84,16 @@ def _aligned_x(x2: Tensor) -> Tensor:
 
 def launch(x2: Tensor, values: Tensor, row_idx: Tensor, col_map: Tensor,
            bias: Optional[Tensor], out2: Tensor, out_feature_major: bool, activation: str,
-           block_n: int, block_m: int, schedule: tuple) -> None:
+           block_n: int, block_m: int, schedule: tuple, tma_store_ok: bool = False) -> None:
     """Run the kernel: ``x2 [K, M]`` feature-major, ``out2`` ``[N, M]`` when
     ``out_feature_major`` else ``[M, N]``. ``schedule`` = (items, progs) from
     :meth:`TilePlan.schedule_for` with ``block_k = 64``; one CTA per program.
-    Writes only the output features listed in ``col_map``."""
+    Writes only the output features listed in ``col_map``.
+
+    ``tma_store_ok`` (:attr:`TilePlan.tma_store_ok`): each tile's features are one
+    contiguous run of output rows, so a feature-major output (tokens contiguous, rows
+    16-byte aligned) is written by bulk tensor stores that overlap the next work item;
+    otherwise the epilogue stores straight from registers."""
     lib = library()
     if lib is None:
         raise RuntimeError(f"sm90 tile kernel unavailable: {why_not()}")
@@ -101,6 +106,9 @@ def launch(x2: Tensor, values: Tensor, row_idx: Tensor, col_map: Tensor,
     if M == 0 or col_map.numel() == 0:
         return
     x2 = _aligned_x(x2)
+    if (K - 1) * x2.stride(0) * x2.element_size() >= 2 ** 32:
+        # the gather adds 32-bit byte offsets (row * row stride) to the token column
+        raise ValueError("sm90 tile kernel: x rows span 4 GiB or more; use the Triton kernel")
     values = values.contiguous()
     if values.data_ptr() % 16:
         values = values.clone()
@@ -119,7 +127,8 @@ def launch(x2: Tensor, values: Tensor, row_idx: Tensor, col_map: Tensor,
         col_map.data_ptr(), col_map.numel(), 0 if bias is None else bias.data_ptr(),
         out2.data_ptr(), stride_on, stride_om, items.data_ptr(), progs.data_ptr(),
         items.shape[0], progs.shape[0], M, DTYPE_CODES[x2.dtype], ACT_CODES[activation],
-        block_n, block_m, stream)
+        block_n, block_m, out2.shape[0] if out_feature_major else 0,
+        int(tma_store_ok and out_feature_major), stream)
     if code != 0:
         msg = lib.sfx_tile_linear_sm90_error(code).decode()
         raise RuntimeError(f"sfx_tile_linear_sm90 failed ({code}): {msg}")

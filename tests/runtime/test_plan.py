@@ -1,0 +1,43 @@
+"""CPU tests of :mod:`sparsefx.runtime.cuda.plan` (host-side facts about a packed
+weight): the flags that decide which store path the kernels may take."""
+from __future__ import annotations
+
+import torch
+
+from sparsefx.runtime.cuda.plan import build_plan
+
+
+def plan_for(col_map, out_features, G, counts=None):
+    T = -(-len(col_map) // G)
+    counts = counts or [3] * T
+    row_ptr = torch.tensor([0] + counts).cumsum(0)
+    return build_plan(row_ptr, torch.tensor(col_map), out_features, G)
+
+
+def test_every_feature_kept_is_storable():
+    """col_map = arange(N): whole tiles, and the edge tile's padding rows lie past N."""
+    for N in (256, 300, 100):
+        plan = plan_for(list(range(N)), N, 128)
+        assert plan.tma_store_ok and plan.missing is None
+
+
+def test_gap_between_tiles_is_storable():
+    """Pruned features between tiles: each tile's rows are still one run, and the
+    missing rows are never inside a tile's block."""
+    kept = list(range(0, 128)) + list(range(138, 300))      # features 128..137 pruned
+    plan = plan_for(kept, 300, 128)
+    assert plan.tma_store_ok
+    assert plan.missing.tolist() == list(range(128, 138))
+    assert not plan.cols_contig        # tile 1 starts at 138: not 16-aligned
+
+
+def test_not_storable_when_a_tile_block_would_cover_other_rows():
+    # scattered features inside a tile
+    kept = [0, 2] + list(range(4, 130))
+    assert not plan_for(kept, 130, 128).tma_store_ok
+    # the last features are pruned: the edge tile's padding rows would be real rows
+    # (N - 5 .. N - 1) that must keep activation(bias)
+    assert not plan_for(list(range(295)), 300, 128).tma_store_ok
+    # no features at all
+    assert not plan_for([], 10, 128, counts=[]).tma_store_ok
+
