@@ -6,7 +6,11 @@ For each shape M×K→N, tile width G, sparsity and per-tile density profile:
 * sparse  = the best Triton config found by ``dispatch.decide`` for the feature-major
             layer, re-timed; ratio = dense / sparse;
 * chosen  = the op through ``torch.ops.sparsefx.tile_linear`` after kernel choice
-            (sparse or dense fallback); ratio = dense / chosen.
+            (sparse or dense fallback); ratio = dense / chosen;
+* graph   = dense and chosen again, each replayed from a CUDA graph (20 calls per
+            replay, warm L2; ``dispatch._time_ms``, which kernel choice itself uses): the
+            device time without the eager per-call host overhead of the custom op, which
+            for µs-size layers exceeds the kernel (models run such layers under graphs).
 
 ``uneven`` draws each tile's kept-K uniformly in [0.5, 1.5]× the mean (clipped to
 [1, K], rescaled to the same total), as global ranking produces uneven tiles. Times
@@ -94,6 +98,8 @@ def run_case(M, K, N, G, sparsity, uneven, feature_major, gen, dtype=torch.float
     sparse_ms = bench_ms(lambda: dispatch.sparse_forward(*args, plan, dec.config)) \
         if dec.config is not None else float("nan")
     chosen_ms = bench_ms(lambda: torch.ops.sparsefx.tile_linear(*args))
+    dense_graph_ms = dispatch._time_ms(lambda: F.linear(x_rm, W, b))
+    chosen_graph_ms = dispatch._time_ms(lambda: torch.ops.sparsefx.tile_linear(*args))
     # correctness of the timed kernel on this very case (fp32 reference)
     out = dispatch.sparse_forward(*args, plan, dec.config).float()
     ref = F.linear(x_rm.float(), unpack(packed).float(), b.float())
@@ -106,6 +112,8 @@ def run_case(M, K, N, G, sparsity, uneven, feature_major, gen, dtype=torch.float
             "dense_us": dense_ms * 1e3, "sparse_us": sparse_ms * 1e3,
             "chosen_us": chosen_ms * 1e3, "ratio": dense_ms / sparse_ms,
             "ratio_chosen": dense_ms / chosen_ms, "choice": dec.choice,
+            "dense_graph_us": dense_graph_ms * 1e3, "chosen_graph_us": chosen_graph_ms * 1e3,
+            "ratio_graph": dense_graph_ms / chosen_graph_ms,
             "config": None if dec.config is None else dec.config.to_dict(),
             "rel_err": err, "dec_dense_us": (dec.dense_ms or 0) * 1e3,
             "candidates": dec.candidates}
@@ -115,7 +123,8 @@ def fmt_cfg(cfg) -> str:
     return (f"{cfg.get('block_n')}x{cfg.get('block_m')}x{cfg.get('block_k')}"
              f"/w{cfg.get('num_warps')}s{cfg.get('num_stages')}g{cfg.get('group_cb')}"
              + ("" if cfg.get("transpose_x", True) else "/direct")
-             + (f"/flat{cfg['flat']}" if cfg.get("flat") else "")) if cfg else "-"
+             + (f"/flat{cfg['flat']}" if cfg.get("flat") else "")
+             + ("/sm90" if cfg.get("impl") == "sm90" else "")) if cfg else "-"
 
 
 def fmt_row(r) -> str:
@@ -123,12 +132,15 @@ def fmt_row(r) -> str:
     return (f"| {r['M']}×{r['K']}→{r['N']} | {r['G']} | {r['layout']} | "
             f"{r['sparsity']:.2f} | {r['profile']} | {r['dense_us']:.1f} | "
             f"{r['sparse_us']:.1f} | {r['ratio']:.2f}× | {r['chosen_us']:.1f} | "
-            f"{r['ratio_chosen']:.2f}× ({r['choice']}) | {cfg_s} | {r['rel_err']:.1e} |")
+            f"{r['ratio_chosen']:.2f}× ({r['choice']}) | {r['dense_graph_us']:.1f} | "
+            f"{r['chosen_graph_us']:.1f} | {r['ratio_graph']:.2f}× | {cfg_s} | "
+            f"{r['rel_err']:.1e} |")
 
 
 HEADER = ("| M×K→N | G | layout | sparsity | tiles | dense µs | sparse µs | dense/sparse "
-          "| chosen µs | dense/chosen | best config | rel err |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| chosen µs | dense/chosen | graph: dense µs | graph: chosen µs | graph: dense/chosen "
+          "| best config | rel err |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def main() -> None:
