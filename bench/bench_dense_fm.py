@@ -1,0 +1,62 @@
+"""Feature-major dense fallback: ways to compute ``out [N, M] = W [N, K] @ x [K, M] + b``
+with cuBLAS, against the row-major ``F.linear(x [M, K], W, b)`` baseline (CUDA-graph
+replay, ``dispatch._time_ms``; fp16; results checked against fp32).
+
+    PYTHONPATH=. python bench/bench_dense_fm.py
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from sparsefx.runtime.cuda.dispatch import _time_ms
+
+SHAPES = [(4096, 768, 768), (4096, 768, 3072), (4096, 3072, 768), (16384, 4096, 4096),
+          (8192, 4096, 11008), (16, 4096, 4096)]
+
+
+def variants(w, x_fm, b):
+    N, M = w.shape[0], x_fm.shape[1]
+
+    def addmm_broadcast():
+        return torch.addmm(b[:, None], w, x_fm)
+
+    def mm_then_add():
+        return torch.mm(w, x_fm).add_(b[:, None])
+
+    def addmm_into_transposed_out():
+        out = torch.empty(N, M, dtype=x_fm.dtype, device=x_fm.device)
+        torch.addmm(b, x_fm.t(), w.t(), out=out.t())
+        return out
+
+    def linear_then_transpose():
+        return F.linear(x_fm.t(), w, b).t().contiguous()
+
+    return {"addmm(b[:,None], W, x)": addmm_broadcast, "mm(W, x).add_(b)": mm_then_add,
+            "addmm(b, x.T, W.T, out=out.T)": addmm_into_transposed_out,
+            "linear(x.T, W, b).T.contiguous()": linear_then_transpose}
+
+
+def main():
+    gen = torch.Generator().manual_seed(0)
+    print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}")
+    for M, K, N in SHAPES:
+        w = (torch.randn(N, K, generator=gen) * K ** -0.5).to("cuda", torch.float16)
+        b = torch.randn(N, generator=gen).to("cuda", torch.float16)
+        x_rm = torch.randn(M, K, generator=gen).to("cuda", torch.float16)
+        x_fm = x_rm.t().contiguous()
+        ref = (x_rm.float() @ w.float().t() + b.float()).t()
+        base = _time_ms(lambda: F.linear(x_rm, w, b)) * 1e3
+        cells = []
+        for name, fn in variants(w, x_fm, b).items():
+            out = fn()
+            ok = out.shape == (N, M) and out.is_contiguous() and \
+                float((out.float() - ref).norm() / ref.norm()) < 1e-2
+            us = _time_ms(fn) * 1e3
+            cells.append(f"{name}: {us:.1f} µs ({base / us:.2f}×{'' if ok else ', WRONG'})")
+        print(f"| {M}×{K}→{N} | F.linear {base:.1f} µs | " + " | ".join(cells) + " |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
