@@ -77,8 +77,9 @@ constexpr int THREADS = 384;           // producer warpgroup + 2 consumer warpgr
 
 struct Params {
   CUtensorMap w_map;        // values [R, G]: box 64 rows x 64 columns, 128B swizzle
-  CUtensorMap out_map;      // out [n_out, M] (feature-major): box 64 rows x 64 tokens,
-                            // 128B swizzle; only when tma_out
+  CUtensorMap out_map;      // tma_out == 1: out [n_out, M] (feature-major), box 64 rows x
+                            // 64 tokens; == 2: out [M, n_out] (row-major), box 64 tokens
+                            // x 64 features; 128B swizzle
   const uint16_t* x;        // [K, M], tokens contiguous, row stride stride_xk elements
   void* out;                // element (col, m) at col * stride_on + m * stride_om
   const void* bias;         // [N] of the element type, or null
@@ -88,7 +89,8 @@ struct Params {
   const int* progs;         // [num_progs, 2] (first item, total K-steps)
   long long stride_xk, stride_on, stride_om;
   int n_items, num_progs, M, n_kept, G, act;
-  int tma_out;              // 1: epilogue through shared memory + bulk tensor stores
+  int tma_out;              // epilogue through shared memory + bulk tensor stores:
+                            // 1 feature-major out, 2 row-major out, 0 direct stores
 };
 
 // ------------------------------------------------------------------ PTX helpers
@@ -169,6 +171,10 @@ __device__ __forceinline__ void warpgroup_bar(int id) {
 
 __device__ __forceinline__ void st_shared_b32(uint32_t addr, uint32_t v) {
   asm volatile("st.shared.b32 [%0], %1;" ::"r"(addr), "r"(v) : "memory");
+}
+
+__device__ __forceinline__ void st_shared_b16(uint32_t addr, uint16_t v) {
+  asm volatile("st.shared.b16 [%0], %1;" ::"r"(addr), "h"(v) : "memory");
 }
 
 // 16 bytes, or 16 zero bytes when `zero` (the source is then not read).
@@ -303,14 +309,18 @@ __device__ __forceinline__ void epilogue(const Params& p, const float* acc, int 
 }
 
 // Epilogue through shared memory (tma_out): the warpgroup's [64 features x WG_N tokens]
-// block goes out as WG_N / 64 bulk tensor stores of [64 rows x 64 tokens], staged in two
-// 8 KB buffers per warpgroup (128B-swizzled like the tensor map's box, so the 4-byte
-// writes of a warp hit 8 different 16-byte bank groups). The stores complete in the
+// block goes out as WG_N / 64 bulk tensor stores of 64 x 64 boxes, staged in two 8 KB
+// buffers per warpgroup, 128B-swizzled like the tensor map's box: feature-major out
+// (box [64 features][64 tokens]) takes 4-byte token pairs, row-major out (box [64
+// tokens][64 features]) 2-byte elements; either way a warp's writes land in distinct
+// 16-byte bank groups. The stores complete in the
 // background while the warpgroup starts its next item: the direct-store epilogue held both
 // cooperative warpgroups for its whole duration (bench/NOTES_tile.md round 4: 22% of the
-// time at 75% sparsity, 44% at 90%). Requires (host): feature-major out with tokens
-// contiguous, each tile's features one contiguous run of rows, and an edge tile's padding
-// rows past the last row of out, where the tensor map clips them (TilePlan.tma_store_ok).
+// time at 75% sparsity, 44% at 90%). Requires (host): 16-byte aligned rows of out, each
+// tile's features one contiguous run, and an edge tile's padding features past the last
+// one, where the tensor map clips them (TilePlan.tma_store_ok); for a row-major out also
+// 16-byte aligned tile starts (the box's innermost coordinate; an unaligned one faults
+// with an illegal instruction).
 template <typename T, int WG_N, int ACT>
 __device__ __forceinline__ void epilogue_tma(const Params& p, const float* acc, int feat0,
                                              int tok0, int j0, int warp, int lane,
@@ -336,17 +346,30 @@ __device__ __forceinline__ void epilogue_tma(const Params& p, const float* acc, 
       const int j = 8 * s + jj;
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
-        const int fr = 16 * warp + (lane >> 2) + 8 * i;
+        const int fr = 16 * warp + (lane >> 2) + 8 * i;  // feature within the block
         const float v0 = activate<ACT>(acc[4 * j + 2 * i] + b[i]);
         const float v1 = activate<ACT>(acc[4 * j + 2 * i + 1] + b[i]);
-        st_shared_b32(buf + fr * 128 + ((jj ^ (fr & 7)) << 4) + 4 * (lane & 3),
-                      Cvt<T>::pack2(v0, v1));
+        if (p.tma_out == 1) {  // [feature][token]: chunk jj of row fr holds tokens 8jj..
+          st_shared_b32(buf + fr * 128 + ((jj ^ (fr & 7)) << 4) + 4 * (lane & 3),
+                        Cvt<T>::pack2(v0, v1));
+        } else {               // [token][feature]: chunk fr / 8 of row t
+          const int t = 8 * jj + 2 * (lane & 3);
+          const uint32_t col = 2 * (fr & 7);
+          const uint32_t pair = Cvt<T>::pack2(v0, v1);
+          st_shared_b16(buf + t * 128 + (((fr >> 3) ^ (t & 7)) << 4) + col,
+                        static_cast<uint16_t>(pair & 0xffffu));
+          st_shared_b16(buf + (t + 1) * 128 + (((fr >> 3) ^ ((t + 1) & 7)) << 4) + col,
+                        static_cast<uint16_t>(pair >> 16));
+        }
       }
     }
     fence_proxy_async();  // generic-proxy writes, read next by the bulk copy (async proxy)
     warpgroup_bar(bar);
     if (wg_tid == 0) {
-      tma_store_2d(&p.out_map, buf, tok0 + 64 * s, row0);
+      if (p.tma_out == 1)
+        tma_store_2d(&p.out_map, buf, tok0 + 64 * s, row0);
+      else
+        tma_store_2d(&p.out_map, buf, row0, tok0 + 64 * s);
       bulk_commit();
     }
   }
@@ -690,21 +713,26 @@ extern "C" int sfx_tile_linear_sm90(
                         CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     if (r != CUDA_SUCCESS) return -1000 - static_cast<int>(r);
   }
-  // epilogue by bulk tensor stores: feature-major out, tokens contiguous, 16-byte rows
-  if (tma_out && stride_om == 1 && stride_on % 8 == 0 && n_out > 0 &&
+  // epilogue by bulk tensor stores: feature-major (tokens contiguous) or row-major
+  // (features contiguous) out with 16-byte aligned rows
+  const bool fm_out = stride_om == 1 && stride_on % 8 == 0;
+  const bool rm_out = stride_on == 1 && stride_om % 8 == 0;
+  if (tma_out && (fm_out || rm_out) && n_out > 0 &&
       (reinterpret_cast<uintptr_t>(out) & 15) == 0) {
     int err = 0;
     EncodeFn encode = encode_fn(&err);
     if (err != 0) return err;
-    cuuint64_t dims[2] = {static_cast<cuuint64_t>(M), static_cast<cuuint64_t>(n_out)};
-    cuuint64_t strides[1] = {static_cast<cuuint64_t>(stride_on) * 2};
+    // dims and strides innermost first: (tokens, features) or (features, tokens)
+    cuuint64_t dims[2] = {static_cast<cuuint64_t>(fm_out ? M : n_out),
+                          static_cast<cuuint64_t>(fm_out ? n_out : M)};
+    cuuint64_t strides[1] = {static_cast<cuuint64_t>(fm_out ? stride_on : stride_om) * 2};
     cuuint32_t box[2] = {64, 64};
     cuuint32_t estr[2] = {1, 1};
     CUresult r = encode(&p.out_map, dt, 2, out, dims, strides, box, estr,
                         CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
                         CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     if (r != CUDA_SUCCESS) return -1000 - static_cast<int>(r);
-    p.tma_out = 1;
+    p.tma_out = fm_out ? 1 : 2;
   }
   p.x = static_cast<const uint16_t*>(x);
   p.out = out;

@@ -22,8 +22,9 @@ def make_tile_layer(N: int, K: int, G: int, structure: str, gen: torch.Generator
     features missing), per-tile density drawn in [0, 1], one empty tile, an edge tile;
     ``single``: one (edge) tile; ``empty``: every tile empty; ``dense``: every row kept
     (k_t = K); ``ragged``: every tile's k_t drawn so that none is a multiple of 64;
-    ``gap``: like ``uneven`` densities, but the pruned output features are one run of 10
-    at a tile boundary (each tile's features stay one contiguous run of rows);
+    ``gap``: like ``uneven`` densities, but the pruned output features are one run of 16
+    at a tile boundary (each tile's features stay one contiguous run starting at a
+    multiple of 8);
     ``tail``: the last 5 output features pruned (the edge tile's padding would cover
     them)."""
     from sparsefx.patterns.tile import TileLayout, pack
@@ -31,7 +32,7 @@ def make_tile_layer(N: int, K: int, G: int, structure: str, gen: torch.Generator
     if structure == "uneven":
         kept = torch.sort(torch.randperm(N, generator=gen)[: N - max(1, N // 10)]).values
     elif structure == "gap":
-        kept = torch.cat([torch.arange(G), torch.arange(G + 10, N)])
+        kept = torch.cat([torch.arange(G), torch.arange(G + 16, N)])
     elif structure == "tail":
         kept = torch.arange(N - 5)
     T = -(-kept.numel() // G)

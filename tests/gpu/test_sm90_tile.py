@@ -79,23 +79,28 @@ def test_structures(dtype, G, block_m, structure):
                  case % 2 == 0 or structure == "empty", block_m, gen)
 
 
+@pytest.mark.parametrize("layout", ["fm", "rm"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "bf16"])
 @pytest.mark.parametrize("block_m", [256, 128])
 @pytest.mark.parametrize("structure,bulk_store", [("gap", True), ("dense", True),
                                                   ("tail", False), ("uneven", False)])
-def test_store_paths(dtype, block_m, structure, bulk_store):
-    """Both epilogues: bulk tensor stores through shared memory when every tile's
-    features are one run of rows and the edge tile's padding lies past the last row
-    (pruned features between tiles get activation(bias) and are never overwritten),
-    direct stores otherwise."""
+def test_store_paths(dtype, block_m, structure, bulk_store, layout):
+    """Both epilogues, both output layouts: bulk tensor stores through shared memory
+    when every tile's features are one run and the edge tile's padding lies past the
+    last feature (pruned features between tiles get activation(bias) and are never
+    overwritten), direct stores otherwise. N = 296: rows of a row-major output are
+    16-byte aligned (the bulk stores need that), and the last tile is an edge tile."""
     from sparsefx.runtime.cuda.plan import get_plan
+    N = 296
     gen = torch.Generator().manual_seed(zlib.crc32(f"{dtype}{block_m}{structure}".encode()))
-    packed, _ = make_tile_layer(300, 333, 128, structure, gen)
-    plan = get_plan(packed.row_ptr.cuda(), packed.col_map.cuda(), 300, 128)
+    packed, _ = make_tile_layer(N, 333, 128, structure, gen)
+    plan = get_plan(packed.row_ptr.cuda(), packed.col_map.cuda(), N, 128)
     assert plan.tma_store_ok == bulk_store
     for M in (77, 1000):
-        gen = torch.Generator().manual_seed(zlib.crc32(f"{dtype}{block_m}{structure}{M}".encode()))
-        run_case(M, 333, 300, 128, structure, dtype, "gelu", True, block_m, gen)
+        gen = torch.Generator().manual_seed(
+            zlib.crc32(f"{dtype}{block_m}{structure}{M}{layout}".encode()))
+        run_case(M, 333, N, 128, structure, dtype, "gelu", True, block_m, gen,
+                 feature_major=layout == "fm")
 
 
 @pytest.mark.parametrize("activation", ACTS)

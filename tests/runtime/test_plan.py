@@ -29,6 +29,8 @@ def test_gap_between_tiles_is_storable():
     assert plan.tma_store_ok
     assert plan.missing.tolist() == list(range(128, 138))
     assert not plan.cols_contig        # tile 1 starts at 138: not 16-aligned
+    assert not plan.tile_starts_aligned    # nor 8-aligned: no bulk stores row-major
+    assert plan_for(list(range(0, 128)) + list(range(144, 300)), 300, 128).tile_starts_aligned
 
 
 def test_not_storable_when_a_tile_block_would_cover_other_rows():

@@ -34,6 +34,7 @@ from sparsefx.patterns.tile import unpack_tensors
 from sparsefx.runtime.cuda.plan import TilePlan, get_plan
 from sparsefx.runtime.cuda import sm90_tile
 from sparsefx.runtime.cuda.triton_tile import TileConfig, launch_tile_kernel, num_sms
+from sparsefx.runtime.cuda.transpose import transpose_2d
 from sparsefx.runtime.ops import _check_tile_args, apply_activation
 
 #: bump when kernels change so stale on-disk decisions are not reused
@@ -273,7 +274,7 @@ def sparse_forward(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor,
         out2 = out.view(M, out_features)
         x_fm = cfg.transpose_x or cfg.impl == "sm90"
         # the gather wants each kept input feature as one contiguous M-vector
-        x2 = x2.t().contiguous() if x_fm else x2.contiguous()
+        x2 = transpose_2d(x2) if x_fm else x2.contiguous()
     schedule = None
     if cfg.flat and M:
         schedule = plan.schedule_for(cfg.block_n, cfg.block_m, cfg.block_k, M,
@@ -282,7 +283,7 @@ def sparse_forward(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor,
         if M:
             sm90_tile.launch(x2, values, row_idx, col_map, bias, out2, feature_major,
                              activation, cfg.block_n, cfg.block_m, schedule,
-                             plan.tma_store_ok)
+                             plan.tma_store_ok and (feature_major or plan.tile_starts_aligned))
     else:
         launch_tile_kernel(x2, x_fm, values, row_idx, row_ptr, col_map, bias, out2,
                            feature_major, plan.order_for(cfg.block_n), plan.cols_contig,

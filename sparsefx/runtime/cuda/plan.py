@@ -35,6 +35,7 @@ class TilePlan:
     tile_order: Tensor               # int64 [T] (device): tiles by k_t descending
     cols_contig: bool                # col_map[t*G+j] == col_map[t*G]+j, 16-aligned
     tma_store_ok: bool               # whole-tile row blocks can be stored (see below)
+    tile_starts_aligned: bool        # every tile's first output feature % 8 == 0
     missing: Optional[Tensor]        # int64 (device) output features not in col_map
     profile: str                     # hash of the sorted k_t profile
     _orders: dict = field(default_factory=dict)
@@ -148,8 +149,9 @@ def build_plan(row_ptr: Tensor, col_map: Tensor, out_features: int, G: int) -> T
     return TilePlan(G=G, num_tiles=num_tiles, n_kept=cm.numel(), out_features=out_features,
                     k_counts=counts.tolist(), tile_order=order.to(row_ptr.device),
                     cols_contig=_cols_contiguous(cm, G),
-                    tma_store_ok=_tile_rows_storable(cm, G, out_features), missing=missing,
-                    profile=profile)
+                    tma_store_ok=_tile_rows_storable(cm, G, out_features),
+                    tile_starts_aligned=bool(torch.all(cm[::G] % 8 == 0)) if cm.numel() else
+                    False, missing=missing, profile=profile)
 
 
 def _tile_rows_storable(cm: Tensor, G: int, out_features: int) -> bool:

@@ -4,10 +4,10 @@ specialisation, persistent CTAs over the host's longest-first list schedule).
 
 Same argument conventions as :func:`sparsefx.runtime.cuda.triton_tile.launch_tile_kernel`,
 restricted to a feature-major ``x [K, M]`` (the dispatcher transposes row-major inputs
-first); ``out`` may be feature-major ``[N, M]`` (fast path: 4-byte stores along M) or
-row-major ``[M, N]`` (scalar stores). Needs a compute capability 9.0 GPU, ``nvcc``,
-``G % 64 == 0`` and an ``x`` whose rows span less than 4 GiB; :func:`available` says
-whether the library loads, :func:`why_not` why not. No triton here.
+first); ``out`` may be feature-major ``[N, M]`` or row-major ``[M, N]``. Needs a compute
+capability 9.0 GPU, ``nvcc``, ``G % 64 == 0`` and an ``x`` whose rows span less than
+4 GiB; :func:`available` says whether the library loads, :func:`why_not` why not. No
+triton here.
 """
 from __future__ import annotations
 
@@ -90,10 +90,11 @@ def launch(x2: Tensor, values: Tensor, row_idx: Tensor, col_map: Tensor,
     :meth:`TilePlan.schedule_for` with ``block_k = 64``; one CTA per program.
     Writes only the output features listed in ``col_map``.
 
-    ``tma_store_ok`` (:attr:`TilePlan.tma_store_ok`): each tile's features are one
-    contiguous run of output rows, so a feature-major output (tokens contiguous, rows
-    16-byte aligned) is written by bulk tensor stores that overlap the next work item;
-    otherwise the epilogue stores straight from registers."""
+    ``tma_store_ok`` (:attr:`TilePlan.tma_store_ok`, and for a row-major output also
+    :attr:`TilePlan.tile_starts_aligned`: a bulk store's innermost start coordinate must
+    be 16-byte aligned): each tile's features are one contiguous run, so the output
+    (either layout, rows 16-byte aligned) is written by bulk tensor stores that overlap
+    the next work item; otherwise the epilogue stores straight from registers."""
     lib = library()
     if lib is None:
         raise RuntimeError(f"sm90 tile kernel unavailable: {why_not()}")
@@ -127,8 +128,8 @@ def launch(x2: Tensor, values: Tensor, row_idx: Tensor, col_map: Tensor,
         col_map.data_ptr(), col_map.numel(), 0 if bias is None else bias.data_ptr(),
         out2.data_ptr(), stride_on, stride_om, items.data_ptr(), progs.data_ptr(),
         items.shape[0], progs.shape[0], M, DTYPE_CODES[x2.dtype], ACT_CODES[activation],
-        block_n, block_m, out2.shape[0] if out_feature_major else 0,
-        int(tma_store_ok and out_feature_major), stream)
+        block_n, block_m, out2.shape[0] if out_feature_major else out2.shape[1],
+        int(tma_store_ok), stream)
     if code != 0:
         msg = lib.sfx_tile_linear_sm90_error(code).decode()
         raise RuntimeError(f"sfx_tile_linear_sm90 failed ({code}): {msg}")
