@@ -30,6 +30,8 @@ def test_gap_between_tiles_is_storable():
     assert plan.missing.tolist() == list(range(128, 138))
     assert not plan.cols_contig        # tile 1 starts at 138: not 16-aligned
     assert not plan.tile_starts_aligned    # nor 8-aligned: no bulk stores row-major
+    assert plan.can_bulk_store(out_feature_major=True)
+    assert not plan.can_bulk_store(out_feature_major=False)
     assert plan_for(list(range(0, 128)) + list(range(144, 300)), 300, 128).tile_starts_aligned
 
 

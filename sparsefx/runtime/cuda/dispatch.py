@@ -283,7 +283,7 @@ def sparse_forward(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor,
         if M:
             sm90_tile.launch(x2, values, row_idx, col_map, bias, out2, feature_major,
                              activation, cfg.block_n, cfg.block_m, schedule,
-                             plan.tma_store_ok and (feature_major or plan.tile_starts_aligned))
+                             plan.can_bulk_store(feature_major))
     else:
         launch_tile_kernel(x2, x_fm, values, row_idx, row_ptr, col_map, bias, out2,
                            feature_major, plan.order_for(cfg.block_n), plan.cols_contig,

@@ -34,7 +34,7 @@ class TilePlan:
     k_counts: list[int]              # k_t per tile
     tile_order: Tensor               # int64 [T] (device): tiles by k_t descending
     cols_contig: bool                # col_map[t*G+j] == col_map[t*G]+j, 16-aligned
-    tma_store_ok: bool               # whole-tile row blocks can be stored (see below)
+    tma_store_ok: bool               # whole-tile blocks can be stored (_tile_rows_storable)
     tile_starts_aligned: bool        # every tile's first output feature % 8 == 0
     missing: Optional[Tensor]        # int64 (device) output features not in col_map
     profile: str                     # hash of the sorted k_t profile
@@ -100,6 +100,13 @@ class TilePlan:
         self._schedules[key] = out
         return out
 
+    def can_bulk_store(self, out_feature_major: bool) -> bool:
+        """Whether the sm90 kernel may write this weight's output with bulk tensor
+        stores of whole tile blocks: :attr:`tma_store_ok`, and for a row-major output
+        also :attr:`tile_starts_aligned` (there the tile's first feature is the box's
+        innermost coordinate, which must be 16-byte aligned)."""
+        return self.tma_store_ok and (out_feature_major or self.tile_starts_aligned)
+
     def _tile_order_host(self) -> list[int]:
         if "host" not in self._orders:
             self._orders["host"] = self.tile_order.tolist()
@@ -150,8 +157,8 @@ def build_plan(row_ptr: Tensor, col_map: Tensor, out_features: int, G: int) -> T
                     k_counts=counts.tolist(), tile_order=order.to(row_ptr.device),
                     cols_contig=_cols_contiguous(cm, G),
                     tma_store_ok=_tile_rows_storable(cm, G, out_features),
-                    tile_starts_aligned=bool(torch.all(cm[::G] % 8 == 0)) if cm.numel() else
-                    False, missing=missing, profile=profile)
+                    tile_starts_aligned=cm.numel() > 0 and bool(torch.all(cm[::G] % 8 == 0)),
+                    missing=missing, profile=profile)
 
 
 def _tile_rows_storable(cm: Tensor, G: int, out_features: int) -> bool:
@@ -160,23 +167,22 @@ def _tile_rows_storable(cm: Tensor, G: int, out_features: int) -> bool:
     are consecutive, and the edge tile's padding rows lie past the last output feature
     (where the tensor map clips them)."""
     n = cm.numel()
-    if n == 0:
-        return False
-    pos = torch.arange(n)
-    starts = cm[(pos // G) * G]
-    if not bool(torch.all(cm == starts + pos % G)):
+    if n == 0 or not _tiles_consecutive(cm, G):
         return False
     last = (n - 1) // G * G
     return n % G == 0 or int(cm[last]) + (n - last) == out_features
+
+
+def _tiles_consecutive(cm: Tensor, G: int) -> bool:
+    """Each tile's output features are consecutive: col_map[t*G + j] == col_map[t*G] + j."""
+    pos = torch.arange(cm.numel())
+    return bool(torch.all(cm == cm[(pos // G) * G] + pos % G))
 
 
 def _cols_contiguous(cm: Tensor, G: int) -> bool:
     """True when each tile's columns are consecutive output features starting at a
     multiple of 16 — then the kernel computes them instead of loading ``col_map`` and
     row-major stores vectorise."""
-    n = cm.numel()
-    if n == 0:
+    if cm.numel() == 0:
         return False
-    pos = torch.arange(n)
-    starts = cm[(pos // G) * G]
-    return bool(torch.all(cm == starts + pos % G)) and bool(torch.all(starts % 16 == 0))
+    return _tiles_consecutive(cm, G) and bool(torch.all(cm[::G] % 16 == 0))
