@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -28,20 +30,8 @@ from sparsefx.runtime.cuda.dispatch import sparse_forward
 from sparsefx.runtime.cuda.plan import get_plan
 from sparsefx.runtime.cuda.triton_tile import TileConfig
 
-G = 128
-
-
-def packed_layer(N, K, keep, gen):
-    """Packed fp16 tensors on the GPU: every tile keeps round(keep * K) random rows."""
-    T = -(-N // G)
-    k = int(round(keep * K))
-    rows = [torch.sort(torch.randperm(K, generator=gen)[:k]).values for _ in range(T)]
-    row_idx = torch.cat(rows).to(torch.int32).cuda()
-    row_ptr = (torch.arange(T + 1) * k).to(torch.int32).cuda()
-    values = (torch.randn(T * k, G, generator=gen) * K ** -0.5).to("cuda", torch.float16)
-    col_map = torch.arange(N, dtype=torch.int32, device="cuda")
-    return values, row_idx, row_ptr, col_map
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_sm90 import G, packed_layer  # noqa: E402  (same layer builder as bench_sm90)
 
 def use_variant_library(path: str) -> None:
     """Make sm90_tile launch the kernels of the shared library at ``path``."""
@@ -66,7 +56,8 @@ def main():
     args = ap.parse_args()
     M, K, N = map(int, args.mkn.split(","))
     gen = torch.Generator().manual_seed(0)
-    values, row_idx, row_ptr, col_map = packed_layer(N, K, 1.0 - args.sparsity, gen)
+    keep = [1.0 - args.sparsity] * -(-N // G)          # every tile equally dense
+    values, row_idx, row_ptr, col_map = packed_layer(N, K, keep, torch.float16, gen)
     x_fm = torch.randn(K, M, generator=gen).to("cuda", torch.float16)
     bias = (torch.randn(N, generator=gen) * 0.1).to("cuda", torch.float16)
     plan = get_plan(row_ptr, col_map, N, G)

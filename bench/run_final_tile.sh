@@ -8,17 +8,7 @@ set -o pipefail
 export PYTHONPATH=. PYTHONUNBUFFERED=1 SPARSEFX_CACHE_DIR=/tmp/sfx_cache
 OUT=${OUT:-/tmp/sfx_out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader | tee "$OUT/run.log"
-git log -1 --format=%h 2>/dev/null | tee -a "$OUT/run.log"
-if [ -f .gl/exp/sm90_full.so ]; then python - <<'PY' 2>&1 | tee -a "$OUT/run.log"
-import shutil
-from sparsefx.runtime.cuda import build
-paths = [build.CSRC_DIR / "tile_linear_sm90.cu"]
-t = build.build_dir() / f"tile_linear_sm90-{build._digest(paths, build.compile_flags((9, 0)), build.nvcc_path())}.so"
-t.parent.mkdir(parents=True, exist_ok=True)
-shutil.copy(".gl/exp/sm90_full.so", t)
-print("prebuilt library installed as", t)
-PY
-fi
+[ -f .gl/exp/sm90_full.so ] && python bench/install_prebuilt_sm90.py .gl/exp/sm90_full.so 2>&1 | tee -a "$OUT/run.log"
 [ "${SKIP_TESTS:-0}" = 1 ] || timeout ${TEST_TIMEOUT:-240} python -m pytest -q -m cuda -p no:cacheprovider tests 2>&1 | tee "$OUT/gpu_tests.log" | tail -n 8
 timeout ${TILE_TIMEOUT:-300} python bench/bench_tile.py --candidates 2>&1 | tee "$OUT/bench_tile.log" | grep -v "^#   " | tail -n 110
 [ "${SKIP_SM90:-0}" = 1 ] || timeout 200 python bench/bench_sm90.py 2>&1 | tee "$OUT/bench_sm90.log" | grep "^|"

@@ -9,17 +9,7 @@ set -o pipefail
 export PYTHONPATH=. PYTHONUNBUFFERED=1 SPARSEFX_CACHE_DIR=/tmp/sfx_cache
 OUT=${OUT:-/tmp/sfx_out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm --format=csv,noheader | tee "$OUT/run.log"
-if [ -f .gl/exp/sm90_full.so ]; then python - <<'PY' 2>&1 | tee -a "$OUT/run.log"
-import shutil
-from sparsefx.runtime.cuda import build
-paths = [build.CSRC_DIR / "tile_linear_sm90.cu"]
-flags = build.compile_flags((9, 0))
-t = build.build_dir() / f"tile_linear_sm90-{build._digest(paths, flags, build.nvcc_path())}.so"
-t.parent.mkdir(parents=True, exist_ok=True)
-shutil.copy(".gl/exp/sm90_full.so", t)
-print("prebuilt library installed as", t)
-PY
-fi
+[ -f .gl/exp/sm90_full.so ] && python bench/install_prebuilt_sm90.py .gl/exp/sm90_full.so 2>&1 | tee -a "$OUT/run.log"
 timeout ${TEST_TIMEOUT:-150} python -m pytest -q -m cuda --maxfail=5 tests/gpu/test_sm90_tile.py 2>&1 | tail -n 15 | tee -a "$OUT/run.log"
 for sp in ${SPS:-0.75 0.9 0}; do
   for v in "--block 128x256" "--block 128x256 --direct-store" "--block 128x128" \

@@ -60,13 +60,20 @@ if triton is not None:
         tl.store(Y + base + offs, y.to(Y.dtype.element_ty), mask=mask)
 
     @triton.jit
-    def _pre_norm_chunk(X, R, B, offs, rows, rmask, m, HAS_BIAS: tl.constexpr):
-        """x + bias + residual for one [BLOCK_N, BLOCK_M] chunk of a feature-major
-        tensor, in fp32; both sweeps of the column kernel read it."""
+    def _pre_norm_chunk(X, R, B, start, N, M, cols, cmask, HAS_BIAS: tl.constexpr,
+                        BLOCK_N: tl.constexpr):
+        """x + bias + residual in fp32 for the chunk of feature rows
+        ``[start, start + BLOCK_N)`` × this program's token columns of a feature-major
+        ``[N, M]`` tensor; both sweeps of the column kernel read it. Returns it with the
+        chunk's rows, row mask, element mask and element offsets."""
+        rows = start + tl.arange(0, BLOCK_N)
+        rmask = rows < N
+        m = rmask[:, None] & cmask[None, :]
+        offs = rows[:, None].to(tl.int64) * M + cols[None, :]
         h = tl.load(X + offs, mask=m, other=0.0).to(tl.float32)
         if HAS_BIAS:
             h += tl.load(B + rows, mask=rmask, other=0.0).to(tl.float32)[:, None]
-        return h + tl.load(R + offs, mask=m, other=0.0).to(tl.float32)
+        return h + tl.load(R + offs, mask=m, other=0.0).to(tl.float32), rows, rmask, m, offs
 
     @triton.jit
     def _brln_cols_kernel(X, R, B, W, LB, Y, N, M, eps,
@@ -79,11 +86,8 @@ if triton is not None:
         m2 = tl.zeros([BLOCK_M], dtype=tl.float32)
         # sweep 1: per-chunk mean/M2, merged (Chan et al.) into the running statistics
         for start in range(0, N, BLOCK_N):
-            rows = start + tl.arange(0, BLOCK_N)
-            rmask = rows < N
-            m = rmask[:, None] & cmask[None, :]
-            offs = rows[:, None].to(tl.int64) * M + cols[None, :]
-            h = _pre_norm_chunk(X, R, B, offs, rows, rmask, m, HAS_BIAS)
+            h, rows, rmask, m, offs = _pre_norm_chunk(X, R, B, start, N, M, cols, cmask,
+                                                      HAS_BIAS, BLOCK_N)
             n_chunk = tl.minimum(N - start, BLOCK_N).to(tl.float32)
             c_mean = tl.sum(tl.where(m, h, 0.0), axis=0) / n_chunk
             d = tl.where(m, h - c_mean[None, :], 0.0)
@@ -96,11 +100,8 @@ if triton is not None:
         rstd = 1.0 / tl.sqrt(m2 / N + eps)
         # sweep 2: normalise and write
         for start in range(0, N, BLOCK_N):
-            rows = start + tl.arange(0, BLOCK_N)
-            rmask = rows < N
-            m = rmask[:, None] & cmask[None, :]
-            offs = rows[:, None].to(tl.int64) * M + cols[None, :]
-            h = _pre_norm_chunk(X, R, B, offs, rows, rmask, m, HAS_BIAS)
+            h, rows, rmask, m, offs = _pre_norm_chunk(X, R, B, start, N, M, cols, cmask,
+                                                      HAS_BIAS, BLOCK_N)
             y = (h - mean[None, :]) * rstd[None, :]
             if HAS_W:
                 y *= tl.load(W + rows, mask=rmask, other=0.0).to(tl.float32)[:, None]

@@ -29,6 +29,15 @@ def roundtrip(sm, tmp_path):
     return load(path), path
 
 
+def saved_mlp_contents(tmp_path):
+    """(metadata, tensors) of a compiled MLP saved to disk: the starting point of the
+    tampered-file tests, which edit and re-write them with plain safetensors."""
+    sm = sparsefx.compile(MLP(), torch.randn(8, 48), G=16, sparsity=0.5)
+    path = save(sm, tmp_path / "m.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+
+
 def test_mlp_roundtrip_same_outputs_and_log(tmp_path):
     model = MLP().eval()
     sm = sparsefx.compile(model, torch.randn(8, 48), G=16, sparsity=0.75)
@@ -99,11 +108,7 @@ def test_tied_parameters_stay_tied(tmp_path):
 
 
 def test_refuses_unknown_format_version(tmp_path):
-    sm = sparsefx.compile(MLP(), torch.randn(8, 48), G=16, sparsity=0.5)
-    path = save(sm, tmp_path / "m.safetensors")
-    with safe_open(str(path), framework="pt") as f:
-        metadata = dict(f.metadata())
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    metadata, tensors = saved_mlp_contents(tmp_path)
     metadata["format_version"] = "999"
     save_file(tensors, str(tmp_path / "future.safetensors"), metadata=metadata)
     with pytest.raises(ExportError, match=r"format version '999'.*reads only version 1"):
@@ -138,11 +143,7 @@ def test_refuses_graph_calling_user_code(tmp_path):
 
 def test_refuses_file_naming_untrusted_code(tmp_path):
     """A tampered file cannot make load() import arbitrary modules."""
-    sm = sparsefx.compile(MLP(), torch.randn(8, 48), G=16, sparsity=0.5)
-    path = save(sm, tmp_path / "m.safetensors")
-    with safe_open(str(path), framework="pt") as f:
-        metadata = dict(f.metadata())
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    metadata, tensors = saved_mlp_contents(tmp_path)
     spec = json.loads(metadata["module"])
     spec["children"]["drop"]["class"] = "os.system"
     metadata["module"] = json.dumps(spec)
