@@ -28,6 +28,7 @@ from torch import Tensor
 try:  # triton is an optional (gpu) dependency
     import triton
     import triton.language as tl
+    from sparsefx.runtime.cuda.triton_launch import launch   # relaunch without rebinding
 except ImportError:  # pragma: no cover - exercised on machines without triton
     triton = None
     tl = None
@@ -132,15 +133,15 @@ def bias_residual_layernorm_triton(x: Tensor, residual: Tensor, bias: Optional[T
     if feature_major:
         m = x_c.shape[1]
         block_m = 64
-        grid = (triton.cdiv(m, block_m),)
-        _brln_cols_kernel[grid](x_c, r_c, *vecs, out, n, m, float(eps), **flags,
-                                BLOCK_N=32, BLOCK_M=block_m, num_warps=4)
+        grid = (-(-m // block_m),)      # triton.cdiv costs ~5 µs on the host
+        launch(_brln_cols_kernel, grid, (x_c, r_c, *vecs, out), (n, m, float(eps)),
+               dict(**flags, BLOCK_N=32, BLOCK_M=block_m), num_warps=4)
     else:
         rows = x_c.numel() // n
-        block_n = triton.next_power_of_2(n)
+        block_n = 1 << max(0, n - 1).bit_length()   # next power of 2 (triton's is slow)
         warps = 4 if block_n <= 1024 else 8
-        _brln_rows_kernel[(rows,)](x_c, r_c, *vecs, out, n, float(eps), **flags,
-                                   BLOCK_N=block_n, num_warps=warps)
+        launch(_brln_rows_kernel, (rows,), (x_c, r_c, *vecs, out), (n, float(eps)),
+               dict(**flags, BLOCK_N=block_n), num_warps=warps)
     return out
 
 

@@ -63,7 +63,7 @@ class TilePlan:
         fixed on the host. Returns ``items`` int32 [n, 4] = (first packed row, k_t,
         t*G + n0, M-block) grouped per program and ``progs`` int32 [P, 2] =
         (first item, total K-steps of the program)."""
-        key = (block_n, block_m, block_k, M, programs, group_cb, str(device))
+        key = (block_n, block_m, block_k, M, programs, group_cb, device)
         hit = self._schedules.get(key)
         if hit is not None:
             return hit

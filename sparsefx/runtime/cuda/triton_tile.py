@@ -36,6 +36,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from sparsefx.runtime.cuda.triton_launch import launch
+
 #: activation name -> constexpr code used inside the kernel
 ACT_CODES = {"none": 0, "relu": 1, "gelu": 2, "silu": 3}
 
@@ -283,22 +285,27 @@ def launch_tile_kernel(x2: Tensor, x_feature_major: bool, values: Tensor, row_id
     if M == 0 or num_cb == 0:
         return
     wide = max(x2.numel(), out2.numel(), values.numel()) >= 2**31 - 1
-    common = dict(G=G, BLOCK_N=cfg.block_n, BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
-                  HAS_BIAS=bias is not None, ACT=ACT_CODES[activation],
-                  COLS_CONTIG=cols_contig, WIDE_INDEX=wide,
-                  num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     b_arg = bias if bias is not None else values
+    strides = (stride_xk, stride_xm, stride_on, stride_om)
+    options = dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    # constexprs in signature order (triton_launch relaunches positionally)
     if cfg.flat:
         items, progs = schedule
-        _tile_linear_flat[(progs.shape[0],)](
-            x2, values, row_idx, col_map, b_arg, out2, items, progs, M, col_map.numel(),
-            stride_xk, stride_xm, stride_on, stride_om, **common)
+        constexprs = dict(G=G, BLOCK_N=cfg.block_n, BLOCK_M=cfg.block_m,
+                          BLOCK_K=cfg.block_k, HAS_BIAS=bias is not None,
+                          ACT=ACT_CODES[activation], COLS_CONTIG=cols_contig,
+                          WIDE_INDEX=wide)
+        launch(_tile_linear_flat, (progs.shape[0],),
+               (x2, values, row_idx, col_map, b_arg, out2, items, progs),
+               (M, col_map.numel(), *strides), constexprs, **options)
         return
-    grid = (num_cb * triton.cdiv(M, cfg.block_m),)
-    _tile_linear_kernel[grid](
-        x2, values, row_idx, row_ptr, col_map, b_arg,
-        out2, order, M, col_map.numel(), num_cb,
-        stride_xk, stride_xm, stride_on, stride_om, GROUP_CB=cfg.group_cb, **common)
+    constexprs = dict(G=G, BLOCK_N=cfg.block_n, BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
+                      GROUP_CB=cfg.group_cb, HAS_BIAS=bias is not None,
+                      ACT=ACT_CODES[activation], COLS_CONTIG=cols_contig, WIDE_INDEX=wide)
+    # -(-a // b): triton.cdiv is a jit function, ~5 µs per host call
+    launch(_tile_linear_kernel, (num_cb * -(-M // cfg.block_m),),
+           (x2, values, row_idx, row_ptr, col_map, b_arg, out2, order),
+           (M, col_map.numel(), num_cb, *strides), constexprs, **options)
 
 
 def num_sms(device: torch.device) -> int:

@@ -1,0 +1,103 @@
+"""Low-overhead relaunch of Triton kernels that were already compiled.
+
+Why: ``kernel[grid](*args, **constexprs)`` binds and specialises every argument again on
+each call before it looks the compiled kernel up; on the H200 host that cost 33 µs per
+launch, against 9 µs for the launch itself (bench/profile_host.py, 2026-11-22). A
+µs-size layer run eagerly is host-bound, so this overhead was most of its time.
+
+:func:`launch` keeps the :class:`CompiledKernel` that the first ordinary launch returns,
+keyed by everything Triton specialises on — the scalar values themselves (exact, so their
+divisibility and width are the same), the tensors' dtypes and whether each pointer is
+16-byte aligned, the constexprs, the launch options and the device — and relaunches it
+the way ``JITFunction.run`` does after its cache hit (same launcher call, same launch
+hooks and launch metadata). Anything unusual takes the ordinary path: the Triton
+interpreter, a Triton without ``knobs`` or a launcher this module does not know.
+
+Kernels launched here take their arguments in the order tensors, scalars, constexprs
+(every sparsefx Triton kernel does).
+
+This module imports triton at the top: import it only through
+:mod:`sparsefx.runtime.cuda`, which guards the import.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+import triton
+
+try:                                   # triton >= 3.4 keeps launch hooks in knobs
+    from triton import knobs as _knobs
+except ImportError:                    # pragma: no cover - older triton
+    _knobs = None
+
+try:
+    from torch._C import _cuda_getCurrentRawStream as _raw_stream
+    from torch._C import _cuda_getDevice as _current_device
+except ImportError:                    # CPU-only torch (the interpreter): ordinary path
+    _raw_stream = None
+
+    def _current_device() -> int:
+        return -1
+
+_MAX_ENTRIES = 4096
+#: key -> (CompiledKernel, constexpr values in signature order), or None when that
+#: launch must always go through ``kernel[grid]`` (e.g. the interpreter)
+_compiled: dict[tuple, Any] = {}
+
+
+def launch(fn, grid: Sequence[int], tensors: Sequence[torch.Tensor],
+           scalars: Sequence[Any], constexprs: dict, **options) -> None:
+    """Launch ``fn[grid](*tensors, *scalars, **constexprs, **options)``, reusing the
+    compiled kernel of an earlier launch with the same specialisation.
+
+    ``options`` are Triton launch options such as ``num_warps`` and ``num_stages``."""
+    key = _key(fn, tensors, scalars, constexprs, options)
+    entry = _compiled.get(key, False)
+    if entry is False or entry is None or not _direct_ok():
+        compiled = fn[grid](*tensors, *scalars, **constexprs, **options)
+        if entry is False:
+            _remember(key, fn, compiled, len(tensors) + len(scalars), constexprs)
+        return
+    kernel, tail = entry
+    args = (*tensors, *scalars, *tail)
+    grid3 = (grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1)
+    stream = _raw_stream(key[1])
+    runtime = _knobs.runtime
+    metadata = kernel.launch_metadata(grid3, stream, *args)
+    kernel.run(grid3[0], grid3[1], grid3[2], stream, kernel.function,
+               kernel.packed_metadata, metadata, runtime.launch_enter_hook,
+               runtime.launch_exit_hook, *args)
+
+
+def clear() -> None:
+    """Forget every kept kernel (the next launches take the ordinary path once)."""
+    _compiled.clear()
+
+
+def _key(fn, tensors, scalars, constexprs, options) -> tuple:
+    # the pointer alignment and dtype are what Triton specialises a tensor argument on;
+    # scalars go in by value, which fixes every property Triton derives from them
+    return (fn, _current_device(), tuple(scalars),
+            tuple(constexprs.values()), tuple(options.values()),
+            tuple([t.dtype for t in tensors]),
+            tuple([t.data_ptr() % 16 == 0 for t in tensors]))
+
+
+def _direct_ok() -> bool:
+    return _knobs is not None and _raw_stream is not None
+
+
+def _remember(key, fn, compiled, n_leading: int, constexprs: dict) -> None:
+    """Keep ``compiled`` for ``key`` when it is a launchable CompiledKernel whose
+    signature is ``n_leading`` runtime arguments followed by ``constexprs``."""
+    if len(_compiled) >= _MAX_ENTRIES:
+        _compiled.clear()
+    names = list(getattr(fn, "arg_names", ()))
+    usable = (all(hasattr(compiled, a) for a in ("run", "function", "packed_metadata",
+                                                 "launch_metadata"))
+              and names[n_leading:] == list(constexprs))
+    _compiled[key] = (compiled, tuple(constexprs.values())) if usable else None
+
+
+__all__ = ["launch", "clear"]

@@ -1,0 +1,56 @@
+"""Kernel choice's two-pass timing (runtime/cuda/dispatch._measure), on CPU.
+
+The timer is replaced by a script of times in call order, so the test pins down the
+protocol: dense and every candidate once, then the fastest few and dense again in
+reverse order, each keeping its best time, and the choice follows the final times.
+Needs triton importable (dispatch imports the Triton kernels); no GPU.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from sparsefx.runtime.cuda import dispatch  # noqa: E402
+from sparsefx.runtime.cuda.plan import build_plan  # noqa: E402
+from sparsefx.runtime.cuda.triton_tile import TileConfig  # noqa: E402
+
+A, B, C, D = (TileConfig(128, bm, 64, 4, 4) for bm in (16, 32, 64, 128))
+
+
+def measure(monkeypatch, script, configs=(A, B, C, D)):
+    """Run _measure with ``script`` as the successive _time_ms results."""
+    calls = iter(script)
+    monkeypatch.setattr(dispatch, "_time_ms", lambda fn: next(calls))
+    monkeypatch.setattr(dispatch, "candidate_configs", lambda M, G, fm: list(configs))
+    row_ptr = torch.tensor([0, 3], dtype=torch.int32)
+    col_map = torch.arange(16, dtype=torch.int32)
+    plan = build_plan(row_ptr, col_map, 16, 16)
+    x = torch.zeros(16, 8)
+    dec = dispatch._measure(x, None, None, row_ptr, col_map, None, 16, "none", True, plan,
+                            "key", {"M": 8})
+    assert next(calls, None) is None, "not every scripted timing was used"
+    return dec
+
+
+def test_second_pass_corrects_a_drifted_first_pass(monkeypatch):
+    # pass 1: dense 10, A 5, B 6, C 7, D 9 -> finalists A, B, C re-timed as C, B, A
+    # (C really is fastest: it ran hot the first time), then dense again
+    dec = measure(monkeypatch, [10, 5, 6, 7, 9, 4, 6.5, 5.5, 11])
+    assert dec.choice == "sparse" and dec.config == C and dec.sparse_ms == 4
+    assert dec.dense_ms == 10
+    final = {TileConfig.from_dict(c): ms for c, ms in dec.candidates}
+    assert final == {A: 5, B: 6, C: 4, D: 9}
+
+
+def test_dense_wins_when_its_best_time_is_faster(monkeypatch):
+    # pass 1: dense 9, A 8, B 12; pass 2: B 8.5, A 9, dense 7.5 -> dense (8 vs 7.5)
+    dec = measure(monkeypatch, [9, 8, 12, 8.5, 9, 7.5], configs=(A, B))
+    assert dec.choice == "dense" and dec.dense_ms == 7.5 and dec.sparse_ms == 8
+    assert dec.config == A                 # the best sparse config is still recorded
+
+
+def test_fewer_candidates_than_finalists(monkeypatch):
+    dec = measure(monkeypatch, [10, 3, 2, 10], configs=(A,))
+    assert dec.choice == "sparse" and dec.sparse_ms == 2 and len(dec.candidates) == 1
