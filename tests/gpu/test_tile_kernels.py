@@ -166,16 +166,40 @@ def test_op_dispatch_and_cache(fresh_cache, feature_major):
     assert again.key == dec.key and again.choice == dec.choice
 
 
-def test_dense_fallback_path(fresh_cache):
-    """A layer forced to dense gives the same numbers through the cached weight."""
+@pytest.mark.parametrize("variant", ["direct", "via_row_major"])
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("M", [1, 77])
+def test_dense_fallback_path(fresh_cache, variant, with_bias, M):
+    """A layer forced to dense gives the same numbers through the cached weight, by
+    either feature-major dense variant (contiguous [N, M] out)."""
     dispatch = fresh_cache
     gen = torch.Generator().manual_seed(5)
     packed, _ = make_tile_layer(256, 256, 64, "uneven", gen)
     values, row_idx, row_ptr, col_map = to_cuda(packed, torch.bfloat16)
-    x, bias = inputs(64, 256, 256, torch.bfloat16, True, True, gen)
+    x, bias = inputs(M, 256, 256, torch.bfloat16, True, with_bias, gen)
     out = dispatch.dense_forward(x, values, row_idx, row_ptr, col_map, bias, 256, "gelu",
-                                 True)
+                                 True, variant)
+    assert out.shape == (256, M) and out.is_contiguous()
     assert rel_err(out, reference(x, packed, bias, "gelu", True)) <= TOL
+
+
+def test_decision_runs_its_dense_variant(fresh_cache, monkeypatch):
+    """The op runs the dense variant its decision names."""
+    dispatch = fresh_cache
+    gen = torch.Generator().manual_seed(8)
+    packed, _ = make_tile_layer(192, 128, 64, "uneven", gen)
+    values, row_idx, row_ptr, col_map = to_cuda(packed, torch.float16)
+    x, bias = inputs(99, 128, 192, torch.float16, True, True, gen)
+    args = (x, values, row_idx, row_ptr, col_map, bias, 192, "relu", True)
+    dec = dispatch.decide(*args)
+    dec.choice, dec.dense_variant = "dense", "via_row_major"
+    seen = []
+    real = dispatch.dense_forward
+    monkeypatch.setattr(dispatch, "dense_forward",
+                        lambda *a: seen.append(a[-1]) or real(*a))
+    out = torch.ops.sparsefx.tile_linear(*args)
+    assert seen == ["via_row_major"]
+    assert rel_err(out, reference(x, packed, bias, "relu", True)) <= TOL
 
 
 def test_fp32_goes_dense(fresh_cache):

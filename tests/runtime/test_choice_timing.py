@@ -19,8 +19,9 @@ from sparsefx.runtime.cuda.triton_tile import TileConfig  # noqa: E402
 A, B, C, D = (TileConfig(128, bm, 64, 4, 4) for bm in (16, 32, 64, 128))
 
 
-def measure(monkeypatch, script, configs=(A, B, C, D)):
-    """Run _measure with ``script`` as the successive _time_ms results."""
+def measure(monkeypatch, script, configs=(A, B, C, D), feature_major=False):
+    """Run _measure with ``script`` as the successive _time_ms results (a row-major
+    layer times one dense variant, a feature-major one two)."""
     calls = iter(script)
     monkeypatch.setattr(dispatch, "_time_ms", lambda fn: next(calls))
     monkeypatch.setattr(dispatch, "candidate_configs", lambda M, G, fm: list(configs))
@@ -28,8 +29,8 @@ def measure(monkeypatch, script, configs=(A, B, C, D)):
     col_map = torch.arange(16, dtype=torch.int32)
     plan = build_plan(row_ptr, col_map, 16, 16)
     x = torch.zeros(16, 8)
-    dec = dispatch._measure(x, None, None, row_ptr, col_map, None, 16, "none", True, plan,
-                            "key", {"M": 8})
+    dec = dispatch._measure(x, None, None, row_ptr, col_map, None, 16, "none",
+                            feature_major, plan, "key", {"M": 8})
     assert next(calls, None) is None, "not every scripted timing was used"
     return dec
 
@@ -54,3 +55,15 @@ def test_dense_wins_when_its_best_time_is_faster(monkeypatch):
 def test_fewer_candidates_than_finalists(monkeypatch):
     dec = measure(monkeypatch, [10, 3, 2, 10], configs=(A,))
     assert dec.choice == "sparse" and dec.sparse_ms == 2 and len(dec.candidates) == 1
+
+
+def test_feature_major_keeps_the_faster_dense_variant(monkeypatch):
+    # pass 1: direct 10, via_row_major 9, A 12; pass 2: A 11, direct 8.5, via 9.5
+    dec = measure(monkeypatch, [10, 9, 12, 11, 8.5, 9.5], configs=(A,),
+                  feature_major=True)
+    assert dec.choice == "dense" and dec.dense_ms == 8.5
+    assert dec.dense_variant == "direct"
+    dec = measure(monkeypatch, [10, 9, 12, 11, 10, 9.5], configs=(A,),
+                  feature_major=True)
+    assert dec.dense_variant == "via_row_major" and dec.dense_ms == 9
+    assert dispatch.Decision.from_dict(dec.to_dict()).dense_variant == "via_row_major"

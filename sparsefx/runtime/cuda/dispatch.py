@@ -58,6 +58,7 @@ class Decision:
     shape: dict = field(default_factory=dict)
     candidates: list = field(default_factory=list)   # [(config dict, ms)]
     measured: bool = True               # False: default taken without timing
+    dense_variant: str = "direct"       # how dense runs: see DENSE_VARIANTS
 
     @property
     def speedup(self) -> Optional[float]:
@@ -71,7 +72,7 @@ class Decision:
                 "dense_ms": self.dense_ms,
                 "config": None if self.config is None else self.config.to_dict(),
                 "shape": self.shape, "candidates": self.candidates,
-                "measured": self.measured}
+                "measured": self.measured, "dense_variant": self.dense_variant}
 
     @staticmethod
     def from_dict(d: dict) -> "Decision":
@@ -80,7 +81,8 @@ class Decision:
                         dense_ms=d.get("dense_ms"),
                         config=None if cfg is None else TileConfig.from_dict(cfg),
                         shape=d.get("shape", {}), candidates=d.get("candidates", []),
-                        measured=d.get("measured", True))
+                        measured=d.get("measured", True),
+                        dense_variant=d.get("dense_variant", "direct"))
 
 
 _lock = threading.Lock()
@@ -325,16 +327,32 @@ def dense_weight(values: Tensor, row_idx: Tensor, row_ptr: Tensor, col_map: Tens
     return w
 
 
+#: ways to run a layer dense. "direct": ``F.linear`` (row-major) or ``addmm(b, W, x)``
+#: (feature-major); "via_row_major" (feature-major only): ``F.linear`` on the transposed
+#: view ``x.t()`` and a Triton transpose of the result — cuBLAS runs the feature-major
+#: product ``W @ x`` at 0.60–0.85× of its row-major speed, the detour at 0.71–0.89×
+#: on 5 of 6 bench shapes (bench/bench_dense_fm.py, NOTES_tile round 5)
+DENSE_VARIANTS = ("direct", "via_row_major")
+
+
+def dense_variants(feature_major: bool) -> tuple[str, ...]:
+    """The dense variants kernel choice times for a layer of this layout."""
+    return DENSE_VARIANTS if feature_major else DENSE_VARIANTS[:1]
+
+
 def dense_forward(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor,
                   col_map: Tensor, bias: Optional[Tensor], out_features: int,
-                  activation: str, feature_major: bool) -> Tensor:
-    """cuBLAS on the unpacked weight: the fallback and the timing baseline."""
+                  activation: str, feature_major: bool, variant: str = "direct") -> Tensor:
+    """cuBLAS on the unpacked weight: the fallback and the timing baseline.
+    ``variant`` is one of :data:`DENSE_VARIANTS` (only "direct" for row-major x)."""
     K = x.shape[0] if feature_major else x.shape[-1]
     w = dense_weight(values, row_idx, row_ptr, col_map, out_features, K, x.dtype)
-    if feature_major:
-        y = w @ x if bias is None else torch.addmm(bias.to(x.dtype)[:, None], w, x)
-    else:
-        y = F.linear(x, w, None if bias is None else bias.to(x.dtype))
+    b = None if bias is None else bias.to(x.dtype)
+    if not feature_major:
+        return apply_activation(F.linear(x, w, b), activation).contiguous()
+    if variant == "via_row_major":
+        return transpose_2d(apply_activation(F.linear(x.t(), w, b), activation))
+    y = w @ x if b is None else torch.addmm(b[:, None], w, x)
     return apply_activation(y, activation).contiguous()
 
 
@@ -437,10 +455,11 @@ def _key_and_shape(x, values, plan, bias, out_features, activation, feature_majo
 
 def _measure(x, values, row_idx, row_ptr, col_map, bias, out_features, activation,
              feature_major, plan, key, shape) -> Decision:
-    """Time dense and every candidate config; keep the fastest.
+    """Time dense (each of :func:`dense_variants`) and every candidate config; keep
+    the fastest.
 
-    Two passes: all candidates once, then the :data:`FINALISTS` fastest and dense again
-    in reverse order, each keeping its best time. Why: the GPU's clock drifts while
+    Two passes: dense and all candidates once, then the :data:`FINALISTS` fastest in
+    reverse order and dense again, each keeping its best time. Why: the GPU's clock drifts while
     candidates are timed one after another (a cold GPU speeds up, one heated by the
     dense GEMM throttles), which favours whichever config is timed first. In run 5
     choice kept a Triton config on 16384×4096→4096 at 75% that the sm90 kernel (timed
@@ -449,10 +468,13 @@ def _measure(x, values, row_idx, row_ptr, col_map, bias, out_features, activatio
     args = (x, values, row_idx, row_ptr, col_map, bias, out_features, activation,
             feature_major)
 
-    def dense():
-        return dense_forward(*args)
+    def time_dense(dense_times: dict) -> None:
+        for variant in dense_variants(feature_major):
+            ms = _time_ms(lambda: dense_forward(*args, variant))
+            dense_times[variant] = min(ms, dense_times.get(variant, ms))
 
-    dense_ms = _time_ms(dense)
+    dense_times: dict[str, float] = {}
+    time_dense(dense_times)
     times: dict[TileConfig, float] = {}
     for cfg in candidate_configs(shape["M"], plan.G, feature_major):
         try:
@@ -460,16 +482,20 @@ def _measure(x, values, row_idx, row_ptr, col_map, bias, out_features, activatio
         except Exception:      # e.g. triton OutOfResources for this shape: skip it
             continue
     if not times:
-        return Decision(key, "dense", None, dense_ms, None, shape, [])
+        variant = min(dense_times, key=dense_times.get)
+        return Decision(key, "dense", None, dense_times[variant], None, shape, [],
+                        dense_variant=variant)
     finalists = sorted(times, key=times.get)[:FINALISTS]
     for cfg in reversed(finalists):
         times[cfg] = min(times[cfg], _time_ms(lambda: sparse_forward(*args, plan, cfg)))
-    dense_ms = min(dense_ms, _time_ms(dense))
+    time_dense(dense_times)
+    variant = min(dense_times, key=dense_times.get)
+    dense_ms = dense_times[variant]
     best_cfg = min(times, key=times.get)
     best_ms = times[best_cfg]
     choice = "sparse" if best_ms < dense_ms else "dense"
     return Decision(key, choice, best_ms, dense_ms, best_cfg, shape,
-                    [(c.to_dict(), ms) for c, ms in times.items()])
+                    [(c.to_dict(), ms) for c, ms in times.items()], dense_variant=variant)
 
 
 #: candidates re-timed in the second pass of :func:`_measure`
@@ -522,5 +548,5 @@ def tile_linear_cuda(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor
 
 def _run(dec: Decision, args: tuple, plan: TilePlan) -> Tensor:
     if dec.choice == "dense" or dec.config is None:
-        return dense_forward(*args)
+        return dense_forward(*args, dec.dense_variant)
     return sparse_forward(*args, plan, dec.config)
