@@ -120,6 +120,7 @@ def run_case(M, K, N, G, sparsity, uneven, feature_major, gen, dtype=torch.float
             "dense_us": dense_ms * 1e3, "sparse_us": sparse_ms * 1e3,
             "chosen_us": chosen_ms * 1e3, "ratio": dense_ms / sparse_ms,
             "ratio_chosen": dense_ms / chosen_ms, "choice": dec.choice,
+            "dense_variant": dec.dense_variant,
             "dense_graph_us": dense_graph_ms * 1e3, "chosen_graph_us": chosen_graph_ms * 1e3,
             "ratio_graph": dense_graph_ms / chosen_graph_ms,
             "config": None if dec.config is None else dec.config.to_dict(),
@@ -135,12 +136,20 @@ def fmt_cfg(cfg) -> str:
              + ("/sm90" if cfg.get("impl") == "sm90" else "")) if cfg else "-"
 
 
+def fmt_choice(r) -> str:
+    """"sparse", "dense", or "dense via rm" for the feature-major dense variant that
+    runs the row-major cuBLAS product and transposes (dispatch.DENSE_VARIANTS)."""
+    if r["choice"] == "dense" and r.get("dense_variant") == "via_row_major":
+        return "dense via rm"
+    return r["choice"]
+
+
 def fmt_row(r) -> str:
     cfg_s = fmt_cfg(r["config"] or {})
     return (f"| {r['M']}×{r['K']}→{r['N']} | {r['G']} | {r['layout']} | "
             f"{r['sparsity']:.2f} | {r['profile']} | {r['dense_us']:.1f} | "
             f"{r['sparse_us']:.1f} | {r['ratio']:.2f}× | {r['chosen_us']:.1f} | "
-            f"{r['ratio_chosen']:.2f}× ({r['choice']}) | {r['dense_graph_us']:.1f} | "
+            f"{r['ratio_chosen']:.2f}× ({fmt_choice(r)}) | {r['dense_graph_us']:.1f} | "
             f"{r['chosen_graph_us']:.1f} | {r['ratio_graph']:.2f}× | {cfg_s} | "
             f"{r['rel_err']:.1e} |")
 
