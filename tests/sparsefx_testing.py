@@ -178,3 +178,23 @@ def run(gm, *args):
 def rel(a, b) -> float:
     a, b = a.detach(), b.detach()
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+def tile_reference(x, packed, bias, activation, feature_major):
+    """float64 ``activation(x @ W.T + b)`` of a packed TW weight (``unpack`` gives exactly
+    ``W * mask``), in the layer's layout: ``x [K, M] -> [N, M]`` when ``feature_major``."""
+    from sparsefx.patterns.tile import unpack
+    from sparsefx.runtime.ops import apply_activation
+    w = unpack(packed).double().to(x.device)
+    xd = x.double()
+    y = w @ xd if feature_major else xd @ w.t()
+    if bias is not None:
+        y = y + (bias.double()[:, None] if feature_major else bias.double())
+    return apply_activation(y, activation)
+
+
+def rel_err(out, ref):
+    """Relative error of ``out`` against a float64 reference; fails on any NaN (the
+    kernel tests poison their outputs with NaN, so a NaN is an element never written)."""
+    assert not torch.isnan(out).any(), "NaN in output: an element was not written"
+    return float((out.double() - ref).norm() / ref.norm().clamp_min(1e-30))

@@ -13,24 +13,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sparsefx.patterns.tile import unpack
-from sparsefx_testing import make_tile_layer
+from sparsefx_testing import make_tile_layer, rel_err, tile_reference
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 triton = pytest.importorskip("triton")
 
 TOL = 1e-2
-
-
-@pytest.fixture
-def fresh_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SPARSEFX_CACHE_DIR", str(tmp_path))
-    from sparsefx.runtime.cuda import dispatch, register_cuda_kernels
-    assert register_cuda_kernels()
-    dispatch.clear_decisions()
-    yield dispatch
-    dispatch.clear_decisions()
 
 
 def layer(seed, N=384, K=256, G=64, dtype=torch.float16):
@@ -40,19 +29,6 @@ def layer(seed, N=384, K=256, G=64, dtype=torch.float16):
                packed.row_ptr.cuda(), packed.col_map.cuda())
     bias = torch.randn(N, generator=gen).to("cuda", dtype)
     return packed, tensors, bias, gen
-
-
-def reference(x, packed, bias, feature_major, activation="gelu"):
-    from sparsefx.runtime.ops import apply_activation
-    w = unpack(packed).double().to(x.device)
-    y = w @ x.double() if feature_major else x.double() @ w.t()
-    y = y + (bias.double()[:, None] if feature_major else bias.double())
-    return apply_activation(y, activation)
-
-
-def rel_err(out, ref):
-    assert not torch.isnan(out).any()
-    return float((out.double() - ref).norm() / ref.norm())
 
 
 @pytest.mark.parametrize("feature_major", [True, False], ids=["fm", "rm"])
@@ -75,7 +51,8 @@ def test_every_eager_mode_gives_the_reference(fresh_cache, feature_major):
                 out = op(*args)
         else:
             out = op(*args)
-        assert rel_err(out, reference(x, packed, bias, feature_major)) <= TOL, mode
+        ref = tile_reference(x, packed, bias, "gelu", feature_major)
+        assert rel_err(out, ref) <= TOL, mode
 
 
 @pytest.mark.parametrize("feature_major", [True, False], ids=["fm", "rm"])
@@ -115,7 +92,7 @@ def test_export_on_cuda_keeps_the_op(fresh_cache):
     x = torch.randn(64, K, generator=gen).to("cuda", torch.float16)
     ep = torch.export.export(Layer(), (x,))
     assert "sparsefx.tile_linear" in str(ep.graph)
-    assert rel_err(ep.module()(x), reference(x, packed, bias, False)) <= TOL
+    assert rel_err(ep.module()(x), tile_reference(x, packed, bias, "gelu", False)) <= TOL
 
 
 def test_relaunch_reuses_the_compiled_kernel_and_respects_alignment():
@@ -136,7 +113,7 @@ def test_relaunch_reuses_the_compiled_kernel_and_respects_alignment():
         out = torch.full((N, M), float("nan"), dtype=torch.float16, device="cuda")
         sparse_forward(x, values, row_idx, row_ptr, col_map, bias, N, "gelu", True, plan,
                        cfg, out=out)
-        assert rel_err(out, reference(x, packed, bias, True)) <= TOL
+        assert rel_err(out, tile_reference(x, packed, bias, "gelu", True)) <= TOL
     entries = {k: v for k, v in triton_launch._compiled.items()
                if k[0] is _tile_linear_kernel}
     assert len(entries) == 2, "aligned and misaligned x must be separate entries"

@@ -13,9 +13,8 @@ import zlib
 import pytest
 import torch
 
-from sparsefx.patterns.tile import unpack
-from sparsefx.runtime.ops import apply_activation
-from sparsefx_testing import make_tile_layer
+from sparsefx_testing import make_tile_layer, rel_err
+from sparsefx_testing import tile_reference as reference
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -34,20 +33,6 @@ TOL = 1e-2
 
 
 # --------------------------------------------------------------------------- helpers
-def reference(x, packed, bias, activation, feature_major):
-    w = unpack(packed).double().to(x.device)
-    xd = x.double()
-    y = w @ xd if feature_major else xd @ w.t()
-    if bias is not None:
-        y = y + (bias.double()[:, None] if feature_major else bias.double())
-    return apply_activation(y, activation)
-
-
-def rel_err(out, ref):
-    assert not torch.isnan(out).any(), "NaN in output: an element was not written"
-    return float((out.double() - ref).norm() / ref.norm().clamp_min(1e-30))
-
-
 def to_cuda(packed, dtype):
     return (packed.values.to("cuda", dtype), packed.row_idx.cuda(), packed.row_ptr.cuda(),
             packed.col_map.cuda())
@@ -134,16 +119,6 @@ def test_row_major_batched_input():
 
 
 # --------------------------------------------------------------------------- op + dispatch
-@pytest.fixture
-def fresh_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SPARSEFX_CACHE_DIR", str(tmp_path))
-    from sparsefx.runtime.cuda import dispatch, register_cuda_kernels
-    assert register_cuda_kernels()
-    dispatch.clear_decisions()
-    yield dispatch
-    dispatch.clear_decisions()
-
-
 @pytest.mark.parametrize("feature_major", [True, False], ids=["fm", "rm"])
 def test_op_dispatch_and_cache(fresh_cache, feature_major):
     """Through torch.ops: the first call decides (and persists), results are right

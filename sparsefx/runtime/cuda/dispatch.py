@@ -459,9 +459,9 @@ def _measure(x, values, row_idx, row_ptr, col_map, bias, out_features, activatio
     the fastest.
 
     Two passes: dense and all candidates once, then the :data:`FINALISTS` fastest in
-    reverse order and dense again, each keeping its best time. Why: the GPU's clock drifts while
-    candidates are timed one after another (a cold GPU speeds up, one heated by the
-    dense GEMM throttles), which favours whichever config is timed first. In run 5
+    reverse order and dense again, each keeping its best time. Why: the GPU's clock
+    drifts while candidates are timed one after another (a cold GPU speeds up, one
+    heated by the dense GEMM throttles), which favours whichever config is timed first. In run 5
     choice kept a Triton config on 16384×4096→4096 at 75% that the sm90 kernel (timed
     last) beats by 10–13% when the two are timed side by side (bench/NOTES_tile.md,
     round 5)."""

@@ -16,15 +16,14 @@ interpreter, a Triton without ``knobs`` or a launcher this module does not know.
 Kernels launched here take their arguments in the order tensors, scalars, constexprs
 (every sparsefx Triton kernel does).
 
-This module imports triton at the top: import it only through
-:mod:`sparsefx.runtime.cuda`, which guards the import.
+Importable without triton (then :data:`DIRECT` is False); only :func:`launch` runs
+kernels.
 """
 from __future__ import annotations
 
 from typing import Any, Sequence
 
 import torch
-import triton
 
 try:                                   # triton >= 3.4 keeps launch hooks in knobs
     from triton import knobs as _knobs
@@ -40,6 +39,10 @@ except ImportError:                    # CPU-only torch (the interpreter): ordin
     def _current_device() -> int:
         return -1
 
+
+#: whether relaunches may bypass ``kernel[grid]`` (a known launcher, a CUDA torch)
+DIRECT = _knobs is not None and _raw_stream is not None
+
 _MAX_ENTRIES = 4096
 #: key -> (CompiledKernel, constexpr values in signature order), or None when that
 #: launch must always go through ``kernel[grid]`` (e.g. the interpreter)
@@ -54,7 +57,7 @@ def launch(fn, grid: Sequence[int], tensors: Sequence[torch.Tensor],
     ``options`` are Triton launch options such as ``num_warps`` and ``num_stages``."""
     key = _key(fn, tensors, scalars, constexprs, options)
     entry = _compiled.get(key, False)
-    if entry is False or entry is None or not _direct_ok():
+    if entry is False or entry is None or not DIRECT:
         compiled = fn[grid](*tensors, *scalars, **constexprs, **options)
         if entry is False:
             _remember(key, fn, compiled, len(tensors) + len(scalars), constexprs)
@@ -78,14 +81,9 @@ def clear() -> None:
 def _key(fn, tensors, scalars, constexprs, options) -> tuple:
     # the pointer alignment and dtype are what Triton specialises a tensor argument on;
     # scalars go in by value, which fixes every property Triton derives from them
-    return (fn, _current_device(), tuple(scalars),
-            tuple(constexprs.values()), tuple(options.values()),
-            tuple([t.dtype for t in tensors]),
-            tuple([t.data_ptr() % 16 == 0 for t in tensors]))
-
-
-def _direct_ok() -> bool:
-    return _knobs is not None and _raw_stream is not None
+    return (fn, _current_device(), tuple(scalars), tuple(constexprs.values()),
+            tuple(options.values()),
+            tuple([(t.dtype, t.data_ptr() % 16 == 0) for t in tensors]))
 
 
 def _remember(key, fn, compiled, n_leading: int, constexprs: dict) -> None:
