@@ -13,7 +13,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sparsefx_testing import make_tile_layer, rel_err, tile_reference
+from sparsefx_testing import kernel_rel_err as rel_err
+from sparsefx_testing import make_tile_layer, tile_reference
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

@@ -13,7 +13,8 @@ import zlib
 import pytest
 import torch
 
-from sparsefx_testing import make_tile_layer, rel_err
+from sparsefx_testing import kernel_rel_err as rel_err
+from sparsefx_testing import make_tile_layer
 from sparsefx_testing import tile_reference as reference
 
 pytestmark = [pytest.mark.cuda,
