@@ -92,6 +92,75 @@ def test_epilogues(activation, with_bias, dtype):
         assert rel_err(out, reference(x, packed, bias, activation, feature_major)) <= TOL
 
 
+# --------------------------------------------------------------------------- stream-K
+STREAM_K = [dict(block_n=64, block_m=128, block_k=64, num_warps=4, num_stages=4, flat=3),
+            dict(block_n=128, block_m=128, block_k=64, num_warps=8, num_stages=3, flat=1),
+            dict(block_n=32, block_m=16, block_k=128, num_warps=4, num_stages=4, flat=2)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "bf16"])
+@pytest.mark.parametrize("structure", ["uneven", "ragged", "single", "empty", "dense"])
+@pytest.mark.parametrize("M", [1, 77, 1000])
+def test_stream_k_split_items(dtype, structure, M):
+    """Items split between programs that run at the same time (the finisher waits on
+    the other segments' flags): every element right, in both layouts, three launches
+    in a row bit for bit equal (the flags are back at 0 after each), at odd M, with
+    empty tiles, one tile and k_t not a multiple of the K-step."""
+    from sparsefx.runtime.cuda import triton_tile
+    from sparsefx.runtime.cuda.plan import get_plan
+    from sparsefx.runtime.cuda.triton_tile import TileConfig
+    gen = torch.Generator().manual_seed(zlib.crc32(f"sk{dtype}{structure}{M}".encode()))
+    N, K, G = (100 if structure == "single" else 520), 1000, 128
+    packed, _ = make_tile_layer(N, K, G, structure, gen)
+    split_somewhere = False
+    for kw, feature_major in itertools.product(STREAM_K, (True, False)):
+        cfg = TileConfig(**kw, stream_k=True)
+        x, bias = inputs(M, K, N, dtype, feature_major, M % 2 == 1, gen)
+        ref = reference(x, packed, bias, "silu", feature_major)
+        outs = [run_kernel(x, packed, dtype, bias, "silu", feature_major, cfg)
+                for _ in range(3)]
+        assert rel_err(outs[0], ref) <= TOL, cfg
+        assert all(torch.equal(outs[0], o) for o in outs[1:]), cfg
+        assert all(int(ws[1].abs().sum()) == 0 for ws in triton_tile._workspaces.values())
+        plan = get_plan(*to_cuda(packed, dtype)[2:], N, G)
+        split_somewhere |= plan.stream_k_for(cfg.block_n, cfg.block_m, cfg.block_k, M,
+                                             cfg.flat * num_sms(), cfg.group_cb,
+                                             "cuda")[2] > 0
+    # items of one K-step are never split
+    assert split_somewhere or plan.max_k <= 64
+
+
+def test_stream_k_under_graph_replay():
+    """Captured into a CUDA graph on a stream that never ran it eagerly (so the
+    workspace is the graph's own), replayed on new inputs: right every time."""
+    from sparsefx.runtime.cuda.dispatch import sparse_forward
+    from sparsefx.runtime.cuda.plan import get_plan
+    from sparsefx.runtime.cuda.triton_tile import TileConfig
+    gen = torch.Generator().manual_seed(21)
+    packed, _ = make_tile_layer(520, 1000, 128, "uneven", gen)
+    values, row_idx, row_ptr, col_map = to_cuda(packed, torch.float16)
+    plan = get_plan(row_ptr, col_map, 520, 128)
+    cfg = TileConfig(128, 128, 64, 8, 3, group_cb=8, flat=1, stream_k=True)
+    x, bias = inputs(777, 1000, 520, torch.float16, True, True, gen)
+    args = (values, row_idx, row_ptr, col_map, bias, 520, "none", True, plan, cfg)
+    sparse_forward(x, *args)                  # compile, plan and schedule eagerly
+    assert plan.stream_k_for(128, 128, 64, 777, num_sms(), 8, "cuda")[2] > 0
+    out = torch.empty(520, 777, dtype=torch.float16, device="cuda")
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        sparse_forward(x, *args, out=out)
+    for _ in range(3):
+        x.copy_(torch.randn(x.shape, generator=gen).to(x))
+        out.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert rel_err(out, reference(x, packed, bias, "none", True)) <= TOL
+
+
+def num_sms():
+    return torch.cuda.get_device_properties(0).multi_processor_count
+
+
 @pytest.mark.parametrize("M", [16, 500, 2048])
 @pytest.mark.parametrize("feature_major", [True, False], ids=["fm", "rm"])
 def test_every_candidate_config(M, feature_major):
