@@ -183,14 +183,11 @@ def candidate_configs(M: int, G: int, feature_major: bool) -> list[TileConfig]:
     if M <= 64:
         bm = max(16, triton_next_pow2(M))
         base = [TileConfig(bn, bm, bk, 4, 4) for bn in (16, 32, 64) for bk in (64, 128)]
-        base.append(TileConfig(32, bm, 128, 4, 4, flat=2, stream_k=True))
     elif M <= 1024:
         base = [TileConfig(64, 64, 64, 4, 4), TileConfig(128, 64, 64, 4, 4),
                 TileConfig(64, 128, 64, 4, 4), TileConfig(128, 128, 64, 8, 3),
                 TileConfig(128, 128, 64, 4, 4),
-                TileConfig(64, 64, 64, 4, 4, flat=4), TileConfig(64, 128, 64, 4, 4, flat=2),
-                TileConfig(64, 64, 64, 4, 4, flat=4, stream_k=True),
-                TileConfig(64, 128, 64, 4, 4, flat=2, stream_k=True)]
+                TileConfig(64, 64, 64, 4, 4, flat=4), TileConfig(64, 128, 64, 4, 4, flat=2)]
     else:
         # pruned by the 2026-11-21 run 3 sweep (bench/NOTES_tile.md): configs that won
         # no case, or came within noise of a winner, were dropped
@@ -206,17 +203,11 @@ def candidate_configs(M: int, G: int, feature_major: bool) -> list[TileConfig]:
                 TileConfig(128, 128, 32, 8, 5, group_cb=32, flat=2),
                 TileConfig(128, 256, 64, 8, 4, group_cb=32, flat=1),
                 TileConfig(64, 128, 64, 4, 3, flat=3),
-                TileConfig(64, 128, 64, 4, 4, flat=3),
-                # stream-K: equal K-step ranges per program, items split between
-                # programs (few-wave BERT shapes, uneven tiles)
-                TileConfig(128, 128, 64, 8, 3, group_cb=8, flat=2, stream_k=True),
-                TileConfig(128, 128, 64, 8, 3, group_cb=8, flat=1, stream_k=True),
-                TileConfig(64, 128, 64, 4, 4, flat=3, stream_k=True)]
+                TileConfig(64, 128, 64, 4, 4, flat=3)]
     out = [c for c in base if c.block_n <= G and G % c.block_n == 0]
     if not feature_major:
         direct = [TileConfig(c.block_n, c.block_m, c.block_k, c.num_warps, c.num_stages,
-                             c.group_cb, transpose_x=False, flat=c.flat,
-                             stream_k=c.stream_k) for c in out[:2]]
+                             c.group_cb, transpose_x=False, flat=c.flat) for c in out[:2]]
         out = out + direct
     return _dedupe(out + sm90_configs(M, G))
 
@@ -288,9 +279,8 @@ def sparse_forward(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor,
         x2 = transpose_2d(x2) if x_fm else x2.contiguous()
     schedule = None
     if cfg.flat and M:
-        make = plan.stream_k_for if cfg.stream_k else plan.schedule_for
-        schedule = make(cfg.block_n, cfg.block_m, cfg.block_k, M,
-                        cfg.flat * num_sms(x.device), cfg.group_cb, x.device)
+        schedule = plan.schedule_for(cfg.block_n, cfg.block_m, cfg.block_k, M,
+                                     cfg.flat * num_sms(x.device), cfg.group_cb, x.device)
     if cfg.impl == "sm90":
         if M:
             sm90_tile.launch(x2, values, row_idx, col_map, bias, out2, feature_major,

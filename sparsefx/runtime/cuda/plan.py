@@ -67,112 +67,38 @@ class TilePlan:
         hit = self._schedules.get(key)
         if hit is not None:
             return hit
-        starts = self._first_rows()
-        blocks = self._blocks_in_launch_order(block_n, block_m, M, group_cb)
-        P = max(1, min(programs, len(blocks)))
-        heap = [(0, p) for p in range(P)]
-        per_prog: list[list] = [[] for _ in range(P)]
-        steps = [0] * P
-        for t, col, mb in blocks:
-            k_t = self.k_counts[t]
-            n_steps = max(1, -(-k_t // block_k))
-            load, p = heapq.heappop(heap)
-            per_prog[p].append((starts[t], k_t, t * self.G + col, mb))
-            steps[p] += n_steps
-            heapq.heappush(heap, (load + n_steps + 1, p))
-        out = _work_tables(per_prog, steps, 4, device)
-        self._schedules[key] = out
-        return out
-
-    def stream_k_for(self, block_n: int, block_m: int, block_k: int, M: int,
-                     programs: int, group_cb: int, device) -> tuple[Tensor, Tensor, int]:
-        """Stream-K work list of the flattened persistent kernel (cached per shape).
-
-        Why: with whole work items per program, a GPU of S SMs finishes in
-        ceil(items / S) rounds of the longest item, so 192 BERT-sized items on 132 SMs
-        take two rounds for 1.45 rounds of work, and uneven tiles make the longest
-        item set the time (bench/NOTES_tile.md, round 6). Here the items, in the same
-        launch order as :meth:`schedule_for`, are laid end to end as one sequence of
-        K-steps and cut into ``programs`` ranges of equal length; an item cut by a range
-        boundary is computed in *segments* by several programs and summed in fp32.
-
-        Range r goes to program P-1-r, so an item's first segment (which ends its
-        range) always belongs to the highest program id among the item's segments.
-        That program *finishes* the item: it waits for the other segments' partial
-        sums, adds them to its own and runs the epilogue. The other segments run first in their
-        (lower-id) programs, which the GPU starts no later, so a waiting program never
-        waits for one that cannot run, and the Triton interpreter (programs in id
-        order) never waits at all.
-
-        Returns ``items`` int32 [n, 8] = (first packed row, k_t, t*G + n0, M-block,
-        first k of the segment, K-steps of the segment, slot, partials) grouped per
-        program, ``progs`` int32 [P, 3] = (first row, rows, K-steps of its whole
-        items), and the number of partial-sum slots. ``partials`` = -1: store this
-        segment's sum into ``slot`` and raise its flag; ``partials`` = n >= 0: store
-        this segment's own sum into slot ``slot+n``, then add the sums of slots
-        ``slot .. slot+n`` (n = 0: a whole item, no slots) and run the epilogue.
-        A program's rows are at most one ``partials = -1`` segment (first), whole
-        items, and at most one finishing segment (last)."""
-        key = ("stream_k", block_n, block_m, block_k, M, programs, group_cb, device)
-        hit = self._schedules.get(key)
-        if hit is not None:
-            return hit
-        starts = self._first_rows()
-        blocks = self._blocks_in_launch_order(block_n, block_m, M, group_cb)
-        lengths = [max(1, -(-self.k_counts[t] // block_k)) for t, _, _ in blocks]
-        total = sum(lengths)
-        P = max(1, min(programs, total))
-        bounds = [r * total // P for r in range(P + 1)]
-        per_prog: list[list] = [[] for _ in range(P)]
-        whole_steps = [0] * P
-        r, pos, n_slots = 0, 0, 0
-        for (t, col, mb), length in zip(blocks, lengths):
-            head = (starts[t], self.k_counts[t], t * self.G + col, mb)
-            segments = []                          # (range, first step, steps)
-            done = 0
-            while done < length:
-                while bounds[r + 1] <= pos + done:
-                    r += 1
-                n = min(length - done, bounds[r + 1] - (pos + done))
-                segments.append((r, done, n))
-                done += n
-            pos += length
-            first_slot = n_slots
-            for i, (rr, s0, n) in enumerate(segments):
-                slot, partials = (first_slot, len(segments) - 1) if i == 0 else \
-                    (first_slot + i - 1, -1)
-                per_prog[P - 1 - rr].append((*head, s0 * block_k, n, slot, partials))
-                if partials == 0:
-                    whole_steps[P - 1 - rr] += n
-            n_slots += len(segments) if len(segments) > 1 else 0
-        rows = [row for work in per_prog for row in work]
-        firsts = [0]
-        for work in per_prog:
-            firsts.append(firsts[-1] + len(work))
-        progs = torch.tensor([(firsts[p], len(per_prog[p]), whole_steps[p]) for p in range(P)],
-                             dtype=torch.int32).reshape(-1, 3)
-        out = (torch.tensor(rows, dtype=torch.int32).reshape(-1, 8).contiguous().to(device),
-               progs.contiguous().to(device), n_slots)
-        self._schedules[key] = out
-        return out
-
-    def _first_rows(self) -> list[int]:
-        """First packed row of each tile (the prefix sums of ``k_counts``)."""
+        sub = self.G // block_n
+        num_mb = -(-M // block_m)
         starts = [0]
         for c in self.k_counts:
             starts.append(starts[-1] + c)
-        return starts
-
-    def _blocks_in_launch_order(self, block_n: int, block_m: int, M: int,
-                                group_cb: int) -> list[tuple[int, int, int]]:
-        """(tile, first column in the tile, M-block) of every work item in launch
-        order: column blocks by kept-K descending, in groups of ``group_cb`` blocks ×
-        all M-blocks, block fastest (programs running together share x rows)."""
-        sub = self.G // block_n
-        num_mb = -(-M // block_m)
-        order = [(t, s * block_n) for t in self._tile_order_host() for s in range(sub)]
-        return [(t, col, mb) for g0 in range(0, len(order), group_cb)
-                for mb in range(num_mb) for t, col in order[g0:g0 + group_cb]]
+        order = [t * sub + s for t in self._tile_order_host() for s in range(sub)]
+        n_items = len(order) * num_mb
+        P = max(1, min(programs, n_items))
+        heap = [(0, p) for p in range(P)]
+        per_prog: list[list] = [[] for _ in range(P)]
+        steps = [0] * P
+        for g0 in range(0, len(order), group_cb):
+            grp = order[g0:g0 + group_cb]
+            for mb in range(num_mb):
+                for cb in grp:
+                    t, n0 = divmod(cb, sub)
+                    k_t = self.k_counts[t]
+                    n_steps = max(1, -(-k_t // block_k))
+                    load, p = heapq.heappop(heap)
+                    per_prog[p].append((starts[t], k_t, t * self.G + n0 * block_n, mb))
+                    steps[p] += n_steps
+                    heapq.heappush(heap, (load + n_steps + 1, p))
+        flat, progs = [], []
+        for p in range(P):
+            progs.append((len(flat), steps[p]))
+            flat.extend(per_prog[p])
+        items = torch.tensor(flat or [(0, 0, 0, 0)], dtype=torch.int32).reshape(-1, 4)
+        out = (items.contiguous().to(device),
+               torch.tensor(progs, dtype=torch.int32).reshape(-1, 2).contiguous()
+               .to(device))
+        self._schedules[key] = out
+        return out
 
     def can_bulk_store(self, out_feature_major: bool) -> bool:
         """Whether the sm90 kernel may write this weight's output with bulk tensor
@@ -193,19 +119,6 @@ class TilePlan:
     @property
     def max_k(self) -> int:
         return max(self.k_counts, default=0)
-
-
-def _work_tables(per_prog: list[list], steps: list[int], width: int,
-                 device) -> tuple[Tensor, Tensor]:
-    """Pack per-program work lists into ``items`` int32 [n, width] (grouped per
-    program) and ``progs`` int32 [P, 2] = (first row, total K-steps)."""
-    rows, progs = [], []
-    for work, n_steps in zip(per_prog, steps):
-        progs.append((len(rows), n_steps))
-        rows.extend(work)
-    items = torch.tensor(rows or [(0,) * width], dtype=torch.int32).reshape(-1, width)
-    return (items.contiguous().to(device),
-            torch.tensor(progs, dtype=torch.int32).reshape(-1, 2).contiguous().to(device))
 
 
 _plans: dict[tuple, tuple] = {}

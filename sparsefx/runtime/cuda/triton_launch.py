@@ -73,14 +73,6 @@ def launch(fn, grid: Sequence[int], tensors: Sequence[torch.Tensor],
                runtime.launch_exit_hook, *args)
 
 
-def stream_handle(device: torch.device) -> int:
-    """The raw handle of ``device``'s current CUDA stream (0 off CUDA): a cheap key
-    for per-stream state."""
-    if device.type != "cuda" or _raw_stream is None:
-        return 0
-    return _raw_stream(device.index if device.index is not None else _current_device())
-
-
 def clear() -> None:
     """Forget every kept kernel (the next launches take the ordinary path once)."""
     _compiled.clear()
@@ -106,4 +98,4 @@ def _remember(key, fn, compiled, n_leading: int, constexprs: dict) -> None:
     _compiled[key] = (compiled, tuple(constexprs.values())) if usable else None
 
 
-__all__ = ["launch", "clear", "stream_handle"]
+__all__ = ["launch", "clear"]
