@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The device call of round 6 (Triton tile kernels with the row indices loaded one
-# K-step ahead): the Triton kernel GPU tests, then bench_tile with every candidate's
+# The tuning call of round 6 (bench/NOTES_tile.md; run at commits 3e10c1f and 4d41a7f
+# for the tries there): the Triton kernel GPU tests, then bench_tile with every candidate's
 # time on the BERT and small-batch shapes (75/90%, even and uneven tiles) and the
 # large shapes at 75%. Uses the carried prebuilt sm90 library. Logs under $OUT.
 set -o pipefail

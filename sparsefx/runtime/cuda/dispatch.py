@@ -40,7 +40,7 @@ from sparsefx.runtime.ops import _check_tile_args, apply_activation
 #: bump when kernels change so stale on-disk decisions are not reused
 # v6: two-pass timing in kernel choice; v5: sm90 producer rework and bulk-store
 # epilogue; v4: sm90 CUDA C++ candidates; v3: CUDA graphs
-KERNEL_VERSION = "tile-triton-v7"
+KERNEL_VERSION = "tile-triton-v6"
 CACHE_ENV = "SPARSEFX_CACHE_DIR"
 _SUPPORTED = (torch.float16, torch.bfloat16)
 

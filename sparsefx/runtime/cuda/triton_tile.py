@@ -142,15 +142,10 @@ def _tile_block(x_ptr, w_ptr, row_idx_ptr, row_ptr_ptr, col_map_ptr, bias_ptr, o
     acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
     w_tile = w_ptr + start.to(tl.int64) * G + offs_n[None, :]
     idx_tile = row_idx_ptr + start
-    # Each K-step's row indices are loaded one step ahead (carried by the loop). Loaded
-    # in the step whose gather uses them, they made Triton wait for every copy at the
-    # top of each step (async_wait num=0: a one-deep pipeline, so each step paid a full
-    # L2 round trip); loaded ahead, the gather is pipelined num_stages deep
-    # (bench/NOTES_tile.md, round 6).
-    rows = tl.load(idx_tile + offs_k, mask=offs_k < k_t, other=0)
     for k in range(0, k_t, BLOCK_K):
         kk = k + offs_k
         k_mask = kk < k_t
+        rows = tl.load(idx_tile + kk, mask=k_mask, other=0)
         if WIDE_INDEX:
             x_rows = rows.to(tl.int64) * stride_xk
         else:
@@ -158,7 +153,6 @@ def _tile_block(x_ptr, w_ptr, row_idx_ptr, row_ptr_ptr, col_map_ptr, bias_ptr, o
         xb = tl.load(x_ptr + x_rows[:, None] + x_cols[None, :],
                      mask=k_mask[:, None] & m_mask[None, :], other=0.0)
         wb = tl.load(w_tile + kk[:, None] * G, mask=k_mask[:, None], other=0.0)
-        rows = tl.load(idx_tile + kk + BLOCK_K, mask=kk + BLOCK_K < k_t, other=0)
         acc = tl.dot(tl.trans(wb), xb, acc)
 
     # ---- epilogue: bias, activation, scatter through col_map ----------------------
@@ -213,27 +207,30 @@ def _tile_linear_flat(
     where an item takes max(1, cdiv(k_t, BLOCK_K)) steps (empty tiles still store
     ``activation(bias)``)."""
     pid = tl.program_id(0)
-    it = tl.load(progs_ptr + 2 * pid)
+    it = tl.load(progs_ptr + 2 * pid) - 1
     steps = tl.load(progs_ptr + 2 * pid + 1)
     offs_n = tl.arange(0, BLOCK_N)
     offs_k = tl.arange(0, BLOCK_K)
     ar_m = tl.arange(0, BLOCK_M)
-    # the first item; each later item's fields are loaded in the step before it starts
-    has_work = steps > 0
-    start = tl.load(items_ptr + 4 * it, mask=has_work, other=0)
-    k_t = tl.load(items_ptr + 4 * it + 1, mask=has_work, other=0)
-    j0 = tl.load(items_ptr + 4 * it + 2, mask=has_work, other=0)
-    mb = tl.load(items_ptr + 4 * it + 3, mask=has_work, other=0)
+    start = it * 0
+    k_t = it * 0
+    j0 = it * 0
+    mb = it * 0
     k = it * 0
-    # row indices one K-step ahead, as in _tile_block (there for the pipeline depth)
-    rows = tl.load(row_idx_ptr + start + offs_k, mask=offs_k < k_t, other=0)
     acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
     for _s in range(0, steps):
+        if k == 0:                                        # a new work item starts
+            it += 1
+            start = tl.load(items_ptr + 4 * it)
+            k_t = tl.load(items_ptr + 4 * it + 1)
+            j0 = tl.load(items_ptr + 4 * it + 2)
+            mb = tl.load(items_ptr + 4 * it + 3)
         n0 = tl.multiple_of(j0 % G, BLOCK_N)             # column inside the tile
         offs_m = mb * BLOCK_M + ar_m
         m_mask = offs_m < M
         kk = k + offs_k
         k_mask = kk < k_t
+        rows = tl.load(row_idx_ptr + start + kk, mask=k_mask, other=0)
         if WIDE_INDEX:
             x_off = rows.to(tl.int64)[:, None] * stride_xk + \
                 offs_m.to(tl.int64)[None, :] * stride_xm
@@ -244,24 +241,10 @@ def _tile_linear_flat(
         xb = tl.load(x_ptr + x_off, mask=k_mask[:, None] & m_mask[None, :], other=0.0)
         wb = tl.load(w_ptr + w_off + (n0 + offs_n)[None, :], mask=k_mask[:, None],
                      other=0.0)
-        # the next step: the next K-step of this item, or the next item's first
+        acc = tl.dot(tl.trans(wb), xb, acc)
         k_next = k + BLOCK_K
         done = k_next >= k_t
-        nxt_start = start
-        nxt_k_t = k_t
-        nxt_j0 = j0
-        nxt_mb = mb
-        if done:
-            more = _s + 1 < steps
-            it += 1
-            nxt_start = tl.load(items_ptr + 4 * it, mask=more, other=0)
-            nxt_k_t = tl.load(items_ptr + 4 * it + 1, mask=more, other=0)
-            nxt_j0 = tl.load(items_ptr + 4 * it + 2, mask=more, other=0)
-            nxt_mb = tl.load(items_ptr + 4 * it + 3, mask=more, other=0)
-        nxt_k = tl.where(done, 0, k_next)
-        rows = tl.load(row_idx_ptr + nxt_start + nxt_k + offs_k,
-                       mask=nxt_k + offs_k < nxt_k_t, other=0)
-        acc = tl.dot(tl.trans(wb), xb, acc)
+        k = tl.where(done, 0, k_next)
         if done:                                          # epilogue of this item
             j = j0 + offs_n
             n_mask = j < n_kept
@@ -272,11 +255,6 @@ def _tile_linear_flat(
             _store_epilogue(acc, cols, n_mask, offs_m, m_mask, bias_ptr, out_ptr,
                             stride_on, stride_om, HAS_BIAS, ACT, WIDE_INDEX)
             acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
-        start = nxt_start
-        k_t = nxt_k_t
-        j0 = nxt_j0
-        mb = nxt_mb
-        k = nxt_k
 
 
 def launch_tile_kernel(x2: Tensor, x_feature_major: bool, values: Tensor, row_idx: Tensor,
