@@ -199,3 +199,18 @@ def kernel_rel_err(out, ref):
     reference (an empty layer without bias)."""
     assert not torch.isnan(out).any(), "NaN in output: an element was not written"
     return float((out.double() - ref).norm() / ref.norm().clamp_min(1e-30))
+
+
+def run_in_triton_interpreter(code: str, timeout: int = 600):
+    """Run ``code`` in a fresh Python under ``TRITON_INTERPRET=1`` (Triton reads the
+    flag when it is first imported, so it cannot be switched on inside this process),
+    with the repository and ``tests/`` importable. Returns the CompletedProcess."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "TRITON_INTERPRET": "1",
+           "PYTHONPATH": os.pathsep.join([str(root), str(root / "tests")])}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=timeout, cwd=root)

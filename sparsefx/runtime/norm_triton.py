@@ -28,7 +28,8 @@ from torch import Tensor
 try:  # triton is an optional (gpu) dependency
     import triton
     import triton.language as tl
-    from sparsefx.runtime.cuda.triton_launch import launch   # relaunch without rebinding
+    # relaunch without rebinding; host-side next power of 2
+    from sparsefx.runtime.cuda.triton_launch import launch, next_power_of_2
 except ImportError:  # pragma: no cover - exercised on machines without triton
     triton = None
     tl = None
@@ -138,7 +139,7 @@ def bias_residual_layernorm_triton(x: Tensor, residual: Tensor, bias: Optional[T
                dict(**flags, BLOCK_N=32, BLOCK_M=block_m), num_warps=4)
     else:
         rows = x_c.numel() // n
-        block_n = 1 << max(0, n - 1).bit_length()   # next power of 2 (triton's is slow)
+        block_n = next_power_of_2(n)
         warps = 4 if block_n <= 1024 else 8
         launch(_brln_rows_kernel, (rows,), (x_c, r_c, *vecs, out), (n, float(eps)),
                dict(**flags, BLOCK_N=block_n), num_warps=warps)

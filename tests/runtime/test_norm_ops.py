@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 import sparsefx  # noqa: F401
 from sparsefx.runtime import norm_ops
+from sparsefx_testing import run_in_triton_interpreter
 
 op = torch.ops.sparsefx.bias_residual_layernorm
 
@@ -91,8 +92,6 @@ def test_gradcheck_float64(fm):
 def test_triton_kernel_in_interpreter(fm, monkeypatch):
     """The Triton kernels run on CPU tensors under TRITON_INTERPRET=1 (a subprocess, as
     the flag is read when triton is first imported)."""
-    import subprocess
-    import sys
     code = f"""
 import torch
 from sparsefx.runtime import norm_ops
@@ -110,9 +109,7 @@ for n, m in ((64, 37), (100, 130), (33, 5)):
         assert (got.double() - want).abs().max() < 1e-4, (n, m)
 print("ok")
 """
-    env = {**__import__("os").environ, "TRITON_INTERPRET": "1"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         timeout=300)
+    out = run_in_triton_interpreter(code, timeout=300)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
 
 

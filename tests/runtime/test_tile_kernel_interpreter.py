@@ -10,17 +10,13 @@ on the GPU in ``tests/gpu/test_tile_kernels.py``.
 from __future__ import annotations
 
 import importlib.util
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from sparsefx_testing import run_in_triton_interpreter
+
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
                                 reason="needs triton")
-
-ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPT = r"""
 import torch
@@ -56,9 +52,6 @@ print("ok")
 
 
 def test_tile_kernels_in_interpreter():
-    env = {**os.environ, "TRITON_INTERPRET": "1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
-    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
-                         text=True, timeout=600, cwd=ROOT)
+    out = run_in_triton_interpreter(SCRIPT)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), \
         out.stdout[-2000:] + out.stderr[-2000:]

@@ -35,6 +35,7 @@ from sparsefx.runtime.cuda.plan import TilePlan, get_plan
 from sparsefx.runtime.cuda import sm90_tile
 from sparsefx.runtime.cuda.triton_tile import TileConfig, launch_tile_kernel, num_sms
 from sparsefx.runtime.cuda.transpose import transpose_2d
+from sparsefx.runtime.cuda.triton_launch import next_power_of_2
 from sparsefx.runtime.ops import _check_tile_args, apply_activation
 
 #: bump when kernels change so stale on-disk decisions are not reused
@@ -181,7 +182,7 @@ def candidate_configs(M: int, G: int, feature_major: bool) -> list[TileConfig]:
     ``x [M, K]`` (no transpose), which win only when M is tiny.
     """
     if M <= 64:
-        bm = max(16, triton_next_pow2(M))
+        bm = max(16, next_power_of_2(M))
         base = [TileConfig(bn, bm, bk, 4, 4) for bn in (16, 32, 64) for bk in (64, 128)]
     elif M <= 1024:
         base = [TileConfig(64, 64, 64, 4, 4), TileConfig(128, 64, 64, 4, 4),
@@ -230,12 +231,8 @@ def sm90_configs(M: int, G: int) -> list[TileConfig]:
 def default_config(M: int, G: int, feature_major: bool) -> TileConfig:
     """The config used without timing (CUDA graph capture with no decision cached)."""
     if M <= 64:
-        return TileConfig(min(32, G), max(16, triton_next_pow2(M)), 128, 4, 4)
+        return TileConfig(min(32, G), max(16, next_power_of_2(M)), 128, 4, 4)
     return TileConfig(min(128, G), 128 if M > 1024 else 64, 64, 4, 4)
-
-
-def triton_next_pow2(n: int) -> int:
-    return 1 << max(0, (int(n) - 1).bit_length())
 
 
 def _dedupe(cfgs: Sequence[TileConfig]) -> list[TileConfig]:

@@ -73,6 +73,12 @@ def launch(fn, grid: Sequence[int], tensors: Sequence[torch.Tensor],
                runtime.launch_exit_hook, *args)
 
 
+def next_power_of_2(n: int) -> int:
+    """Smallest power of 2 >= ``n`` (1 for n <= 1), on the host: triton's own
+    ``next_power_of_2`` is a jit function that costs microseconds per call."""
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
 def clear() -> None:
     """Forget every kept kernel (the next launches take the ordinary path once)."""
     _compiled.clear()
@@ -98,4 +104,4 @@ def _remember(key, fn, compiled, n_leading: int, constexprs: dict) -> None:
     _compiled[key] = (compiled, tuple(constexprs.values())) if usable else None
 
 
-__all__ = ["launch", "clear"]
+__all__ = ["launch", "clear", "next_power_of_2"]
