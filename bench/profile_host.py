@@ -98,10 +98,10 @@ def main():
             prof.disable()
             torch.cuda.synchronize()
             pstats.Stats(prof).sort_stats("tottime").print_stats(15)
-    print_launch_costs(values, row_idx, row_ptr, col_map, b, plan, x_rm, args.calls)
+    print_launch_costs(values, row_idx, col_map, b, plan, x_rm, args.calls)
 
 
-def print_launch_costs(values, row_idx, row_ptr, col_map, b, plan, x_rm, calls):
+def print_launch_costs(values, row_idx, col_map, b, plan, x_rm, calls):
     """One Triton tile-kernel launch: ``kernel[grid]`` against the direct relaunch."""
     import triton
     from sparsefx.runtime.cuda import triton_launch
@@ -110,10 +110,10 @@ def print_launch_costs(values, row_idx, row_ptr, col_map, b, plan, x_rm, calls):
     N, G = plan.out_features, plan.G
     x = x_rm.t().contiguous()
     out = torch.empty(N, M, dtype=x.dtype, device=x.device)
-    order = plan.order_for(128)
-    grid = (order.numel() * triton.cdiv(M, 64),)
-    tensors = (x, values, row_idx, row_ptr, col_map, b, out, order)
-    scalars = (M, col_map.numel(), order.numel(), M, 1, M, 1)
+    blocks = plan.blocks_for(128, x.device)
+    grid = (blocks.shape[0] * triton.cdiv(M, 64),)
+    tensors = (x, values, row_idx, col_map, b, out, blocks)
+    scalars = (M, col_map.numel(), blocks.shape[0], M, 1, M, 1)
     consts = dict(G=G, BLOCK_N=128, BLOCK_M=64, BLOCK_K=64, GROUP_CB=8, HAS_BIAS=True,
                   ACT=0, COLS_CONTIG=plan.cols_contig, WIDE_INDEX=False)
     jit = per_call_us(lambda: _tile_linear_kernel[grid](*tensors, *scalars, **consts,

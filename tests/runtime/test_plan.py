@@ -45,3 +45,26 @@ def test_not_storable_when_a_tile_block_would_cover_other_rows():
     # no features at all
     assert not plan_for([], 10, 128, counts=[]).tma_store_ok
 
+
+
+def test_blocks_table_lists_column_blocks_longest_tile_first():
+    """The grid kernel's table: one row per column block, tiles by kept rows
+    descending (ties in tile order), each row (first packed row, k_t, t*G + n0, 0)."""
+    counts = [2, 5, 0, 5]                       # tile 2 keeps nothing
+    plan = plan_for(list(range(4 * 64)), 4 * 64, 64, counts)
+    table = plan.blocks_for(32, torch.device("cpu"))
+    starts = [0, 2, 7, 7]
+    expected = [(starts[t], counts[t], t * 64 + n0, 0)
+                for t in (1, 3, 0, 2) for n0 in (0, 32)]
+    assert table.dtype == torch.int32 and table.tolist() == [list(r) for r in expected]
+    assert plan.blocks_for(32, torch.device("cpu")) is table      # built once
+    assert plan.blocks_for(64, torch.device("cpu")).tolist() == \
+        [list(r) for r in expected[::2]]
+
+
+def test_blocks_table_agrees_with_the_flat_schedule():
+    """Both kernels must see the same (start, k_t, column) for a column block."""
+    plan = plan_for(list(range(3 * 64)), 3 * 64, 64, [4, 9, 1])
+    table = {tuple(r[:3]) for r in plan.blocks_for(64, torch.device("cpu")).tolist()}
+    items, _ = plan.schedule_for(64, 16, 16, 48, 2, 8, torch.device("cpu"))
+    assert {tuple(r[:3]) for r in items.tolist()} == table

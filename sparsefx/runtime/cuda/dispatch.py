@@ -39,9 +39,10 @@ from sparsefx.runtime.cuda.triton_launch import next_power_of_2
 from sparsefx.runtime.ops import _check_tile_args, apply_activation
 
 #: bump when kernels change so stale on-disk decisions are not reused
+# v7: the grid kernel reads its column blocks from a table (TilePlan.blocks_for);
 # v6: two-pass timing in kernel choice; v5: sm90 producer rework and bulk-store
 # epilogue; v4: sm90 CUDA C++ candidates; v3: CUDA graphs
-KERNEL_VERSION = "tile-triton-v6"
+KERNEL_VERSION = "tile-triton-v7"
 CACHE_ENV = "SPARSEFX_CACHE_DIR"
 _SUPPORTED = (torch.float16, torch.bfloat16)
 
@@ -284,8 +285,8 @@ def sparse_forward(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor,
                              activation, cfg.block_n, cfg.block_m, schedule,
                              plan.can_bulk_store(feature_major))
     else:
-        launch_tile_kernel(x2, x_fm, values, row_idx, row_ptr, col_map, bias, out2,
-                           feature_major, plan.order_for(cfg.block_n), plan.cols_contig,
+        launch_tile_kernel(x2, x_fm, values, row_idx, col_map, bias, out2, feature_major,
+                           plan.blocks_for(cfg.block_n, x.device), plan.cols_contig,
                            activation, cfg, schedule)
     if plan.missing is not None and M:
         _fill_missing(out2, feature_major, plan.missing, bias, activation)

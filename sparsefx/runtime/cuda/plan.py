@@ -41,14 +41,24 @@ class TilePlan:
     _orders: dict = field(default_factory=dict)
     _schedules: dict = field(default_factory=dict)
 
-    def order_for(self, block_n: int) -> Tensor:
-        """Column-block ids in launch order for sub-blocks of ``block_n`` columns."""
-        if block_n not in self._orders:
+    def blocks_for(self, block_n: int, device) -> Tensor:
+        """The grid kernel's column blocks in launch order, as int32 [num_cb, 4] =
+        (first packed row, k_t, t*G + n0, 0) for sub-blocks of ``block_n`` columns
+        (the same first three fields as :meth:`schedule_for`'s items; the fourth pads
+        a row to 16 bytes).
+
+        Why a table: a program then knows where its rows start after one load. Reading
+        a block id and then ``row_ptr[t]`` took two dependent loads, about 0.5 µs of a
+        program's 5–13 µs on the BERT shapes (H200, NOTES_tile.md round 7)."""
+        key = ("blocks", block_n, device)
+        if key not in self._orders:
             sub = self.G // block_n
-            cb = self.tile_order[:, None] * sub + torch.arange(
-                sub, device=self.tile_order.device)
-            self._orders[block_n] = cb.reshape(-1).to(torch.int32).contiguous()
-        return self._orders[block_n]
+            starts = self._tile_starts()
+            rows = [(starts[t], self.k_counts[t], t * self.G + s * block_n, 0)
+                    for t in self._tile_order_host() for s in range(sub)]
+            table = torch.tensor(rows or [(0, 0, 0, 0)], dtype=torch.int32)
+            self._orders[key] = table.reshape(-1, 4)[:len(rows)].contiguous().to(device)
+        return self._orders[key]
 
     def schedule_for(self, block_n: int, block_m: int, block_k: int, M: int,
                      programs: int, group_cb: int, device) -> tuple[Tensor, Tensor]:
@@ -69,9 +79,7 @@ class TilePlan:
             return hit
         sub = self.G // block_n
         num_mb = -(-M // block_m)
-        starts = [0]
-        for c in self.k_counts:
-            starts.append(starts[-1] + c)
+        starts = self._tile_starts()
         order = [t * sub + s for t in self._tile_order_host() for s in range(sub)]
         n_items = len(order) * num_mb
         P = max(1, min(programs, n_items))
@@ -106,6 +114,13 @@ class TilePlan:
         also :attr:`tile_starts_aligned` (there the tile's first feature is the box's
         innermost coordinate, which must be 16-byte aligned)."""
         return self.tma_store_ok and (out_feature_major or self.tile_starts_aligned)
+
+    def _tile_starts(self) -> list[int]:
+        """First packed row of each tile (``row_ptr`` on the host)."""
+        starts = [0]
+        for c in self.k_counts:
+            starts.append(starts[-1] + c)
+        return starts
 
     def _tile_order_host(self) -> list[int]:
         if "host" not in self._orders:

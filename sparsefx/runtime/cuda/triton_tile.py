@@ -104,9 +104,8 @@ def _store_epilogue(acc, cols, n_mask, offs_m, m_mask, bias_ptr, out_ptr, stride
 
 
 @triton.jit
-def _work_item(w, num_mb, num_cb, order_ptr, G: tl.constexpr, BLOCK_N: tl.constexpr,
-               GROUP_CB: tl.constexpr):
-    """Map work item ``w`` to (tile, first column in tile, M-block).
+def _work_item(w, num_mb, num_cb, GROUP_CB: tl.constexpr):
+    """Map work item ``w`` to (position in the launch order of column blocks, M-block).
 
     Items are grouped ``GROUP_CB`` column blocks × all M-blocks, column block fastest,
     so programs running together share x rows (HBM once) and weights (L2)."""
@@ -114,22 +113,20 @@ def _work_item(w, num_mb, num_cb, order_ptr, G: tl.constexpr, BLOCK_N: tl.conste
     first_cb = (w // per_group) * GROUP_CB
     group_size = tl.minimum(num_cb - first_cb, GROUP_CB)
     local = w % per_group
-    cb = tl.load(order_ptr + first_cb + local % group_size)   # LPT-sorted block id
-    SUB: tl.constexpr = G // BLOCK_N
-    return cb // SUB, (cb % SUB) * BLOCK_N, local // group_size
+    return first_cb + local % group_size, local // group_size
 
 
 @triton.jit
-def _tile_block(x_ptr, w_ptr, row_idx_ptr, row_ptr_ptr, col_map_ptr, bias_ptr, out_ptr,
-                t, n0, mb, M, n_kept, stride_xk, stride_xm, stride_on, stride_om,
+def _tile_block(x_ptr, w_ptr, row_idx_ptr, col_map_ptr, bias_ptr, out_ptr,
+                start, k_t, j0, mb, M, n_kept, stride_xk, stride_xm, stride_on, stride_om,
                 G: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
                 BLOCK_K: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
                 COLS_CONTIG: tl.constexpr, WIDE_INDEX: tl.constexpr):
-    """Compute and store one [BLOCK_N, BLOCK_M] output block of tile ``t``."""
-    start = tl.load(row_ptr_ptr + t)
-    k_t = tl.load(row_ptr_ptr + t + 1) - start
-
-    offs_n = n0 + tl.arange(0, BLOCK_N)                  # column inside the tile
+    """Compute and store one [BLOCK_N, BLOCK_M] output block: columns ``j0 ..
+    j0 + BLOCK_N`` of the packed layout (tile ``j0 // G``), whose ``k_t`` kept rows
+    start at packed row ``start``."""
+    n0 = tl.multiple_of(j0 % G, BLOCK_N)                 # first column inside the tile
+    offs_n = n0 + tl.arange(0, BLOCK_N)
     offs_m = mb * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_k = tl.arange(0, BLOCK_K)
     m_mask = offs_m < M
@@ -156,12 +153,12 @@ def _tile_block(x_ptr, w_ptr, row_idx_ptr, row_ptr_ptr, col_map_ptr, bias_ptr, o
         acc = tl.dot(tl.trans(wb), xb, acc)
 
     # ---- epilogue: bias, activation, scatter through col_map ----------------------
-    j = t * G + offs_n
+    j = j0 - n0 + offs_n                                  # t*G + column in the tile
     n_mask = j < n_kept                                   # edge tile padding
     if COLS_CONTIG:
         # host checked: col_map[t*G + j] == col_map[t*G] + j and 16-aligned starts,
         # so row-major stores vectorise
-        cols = tl.multiple_of(tl.load(col_map_ptr + t * G), 16) + offs_n
+        cols = tl.multiple_of(tl.load(col_map_ptr + j0 - n0), 16) + offs_n
     else:
         cols = tl.load(col_map_ptr + j, mask=n_mask, other=0)
     _store_epilogue(acc, cols, n_mask, offs_m, m_mask, bias_ptr, out_ptr, stride_on,
@@ -170,7 +167,7 @@ def _tile_block(x_ptr, w_ptr, row_idx_ptr, row_ptr_ptr, col_map_ptr, bias_ptr, o
 
 @triton.jit
 def _tile_linear_kernel(
-    x_ptr, w_ptr, row_idx_ptr, row_ptr_ptr, col_map_ptr, bias_ptr, out_ptr, order_ptr,
+    x_ptr, w_ptr, row_idx_ptr, col_map_ptr, bias_ptr, out_ptr, blocks_ptr,
     M, n_kept, num_cb,
     stride_xk, stride_xm, stride_on, stride_om,
     G: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
@@ -178,12 +175,15 @@ def _tile_linear_kernel(
     ACT: tl.constexpr, COLS_CONTIG: tl.constexpr, WIDE_INDEX: tl.constexpr,
 ):
     """One program per work item; the hardware scheduler balances (launch order =
-    LPT order)."""
+    LPT order). ``blocks_ptr``: int32 [num_cb, 4] = (first packed row, k_t,
+    t*G + n0, 0) per column block in launch order (:meth:`TilePlan.blocks_for`)."""
     num_mb = tl.cdiv(M, BLOCK_M)
-    t, n0, mb = _work_item(tl.program_id(0), num_mb, num_cb, order_ptr, G, BLOCK_N,
-                           GROUP_CB)
-    _tile_block(x_ptr, w_ptr, row_idx_ptr, row_ptr_ptr, col_map_ptr, bias_ptr, out_ptr,
-                t, n0, mb, M, n_kept, stride_xk, stride_xm, stride_on, stride_om,
+    pos, mb = _work_item(tl.program_id(0), num_mb, num_cb, GROUP_CB)
+    start = tl.load(blocks_ptr + 4 * pos)
+    k_t = tl.load(blocks_ptr + 4 * pos + 1)
+    j0 = tl.load(blocks_ptr + 4 * pos + 2)
+    _tile_block(x_ptr, w_ptr, row_idx_ptr, col_map_ptr, bias_ptr, out_ptr,
+                start, k_t, j0, mb, M, n_kept, stride_xk, stride_xm, stride_on, stride_om,
                 G, BLOCK_N, BLOCK_M, BLOCK_K, HAS_BIAS, ACT, COLS_CONTIG, WIDE_INDEX)
 
 
@@ -258,17 +258,17 @@ def _tile_linear_flat(
 
 
 def launch_tile_kernel(x2: Tensor, x_feature_major: bool, values: Tensor, row_idx: Tensor,
-                       row_ptr: Tensor, col_map: Tensor, bias: Optional[Tensor],
-                       out2: Tensor, out_feature_major: bool, order: Tensor,
-                       cols_contig: bool, activation: str, cfg: TileConfig,
+                       col_map: Tensor, bias: Optional[Tensor], out2: Tensor,
+                       out_feature_major: bool, blocks: Tensor, cols_contig: bool,
+                       activation: str, cfg: TileConfig,
                        schedule: Optional[tuple] = None) -> None:
     """Run the kernel on 2-D views.
 
     ``x2`` is ``[K, M]`` when ``x_feature_major`` else ``[M, K]``; ``out2`` likewise
-    ``[N, M]`` or ``[M, N]``. ``order`` holds the column-block ids (``G // block_n``
-    blocks per tile) in launch order. Writes only the columns listed in ``col_map``.
-    ``schedule`` = (items, progs) from :meth:`TilePlan.schedule_for`, needed when
-    ``cfg.flat``.
+    ``[N, M]`` or ``[M, N]``. ``blocks`` lists the column blocks (``G // block_n``
+    per tile) in launch order, from :meth:`TilePlan.blocks_for`. Writes only the
+    columns listed in ``col_map``. ``schedule`` = (items, progs) from
+    :meth:`TilePlan.schedule_for`, needed when ``cfg.flat``.
     """
     G = values.shape[1]
     if x_feature_major:
@@ -281,7 +281,7 @@ def launch_tile_kernel(x2: Tensor, x_feature_major: bool, values: Tensor, row_id
         stride_on, stride_om = out2.stride()
     else:
         stride_om, stride_on = out2.stride()
-    num_cb = order.numel()
+    num_cb = blocks.shape[0]
     if M == 0 or num_cb == 0:
         return
     wide = max(x2.numel(), out2.numel(), values.numel()) >= 2**31 - 1
@@ -304,7 +304,7 @@ def launch_tile_kernel(x2: Tensor, x_feature_major: bool, values: Tensor, row_id
                       ACT=ACT_CODES[activation], COLS_CONTIG=cols_contig, WIDE_INDEX=wide)
     # -(-a // b): triton.cdiv is a jit function, ~5 µs per host call
     launch(_tile_linear_kernel, (num_cb * -(-M // cfg.block_m),),
-           (x2, values, row_idx, row_ptr, col_map, b_arg, out2, order),
+           (x2, values, row_idx, col_map, b_arg, out2, blocks),
            (M, col_map.numel(), num_cb, *strides), constexprs, **options)
 
 
