@@ -49,12 +49,15 @@ def test_not_storable_when_a_tile_block_would_cover_other_rows():
 
 def test_blocks_table_lists_column_blocks_longest_tile_first():
     """The grid kernel's table: one row per column block, tiles by kept rows
-    descending (ties in tile order), each row (first packed row, k_t, t*G + n0, 0)."""
+    descending (ties in tile order), each row (first packed row, k_t, t*G + n0,
+    col_map[t*G] + n0)."""
     counts = [2, 5, 0, 5]                       # tile 2 keeps nothing
-    plan = plan_for(list(range(4 * 64)), 4 * 64, 64, counts)
+    kept = list(range(0, 128)) + list(range(160, 288))     # features 128..159 pruned
+    plan = plan_for(kept, 288, 64, counts)
     table = plan.blocks_for(32, torch.device("cpu"))
     starts = [0, 2, 7, 7]
-    expected = [(starts[t], counts[t], t * 64 + n0, 0)
+    first_cols = [0, 64, 160, 224]
+    expected = [(starts[t], counts[t], t * 64 + n0, first_cols[t] + n0)
                 for t in (1, 3, 0, 2) for n0 in (0, 32)]
     assert table.dtype == torch.int32 and table.tolist() == [list(r) for r in expected]
     assert plan.blocks_for(32, torch.device("cpu")) is table      # built once

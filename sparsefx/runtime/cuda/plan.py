@@ -32,6 +32,7 @@ class TilePlan:
     n_kept: int
     out_features: int
     k_counts: list[int]              # k_t per tile
+    first_cols: list[int]            # col_map[t*G] per tile (0 for a tile past col_map)
     tile_order: Tensor               # int64 [T] (device): tiles by k_t descending
     cols_contig: bool                # col_map[t*G+j] == col_map[t*G]+j, 16-aligned
     tma_store_ok: bool               # whole-tile blocks can be stored (_tile_rows_storable)
@@ -43,18 +44,22 @@ class TilePlan:
 
     def blocks_for(self, block_n: int, device) -> Tensor:
         """The grid kernel's column blocks in launch order, as int32 [num_cb, 4] =
-        (first packed row, k_t, t*G + n0, 0) for sub-blocks of ``block_n`` columns
-        (the same first three fields as :meth:`schedule_for`'s items; the fourth pads
-        a row to 16 bytes).
+        (first packed row, k_t, t*G + n0, col_map[t*G] + n0) for sub-blocks of
+        ``block_n`` columns (the first three fields as in :meth:`schedule_for`'s
+        items; the fourth is the block's first output feature when
+        :attr:`cols_contig`).
 
-        Why a table: a program then knows where its rows start after one load. Reading
-        a block id and then ``row_ptr[t]`` took two dependent loads, about 0.5 µs of a
-        program's 5–13 µs on the BERT shapes (H200, NOTES_tile.md round 7)."""
+        Why a table: a program then knows where its rows start, and which output
+        features (so which bias values) it has, after one load. Reading a block id, then
+        ``row_ptr[t]``, then ``col_map`` and the bias in the epilogue were dependent
+        loads of about 0.25 µs each in a program of 5–13 µs on the BERT shapes (H200,
+        NOTES_tile.md round 7)."""
         key = ("blocks", block_n, device)
         if key not in self._orders:
             sub = self.G // block_n
             starts = self._tile_starts()
-            rows = [(starts[t], self.k_counts[t], t * self.G + s * block_n, 0)
+            rows = [(starts[t], self.k_counts[t], t * self.G + s * block_n,
+                     self.first_cols[t] + s * block_n)
                     for t in self._tile_order_host() for s in range(sub)]
             table = torch.tensor(rows or [(0, 0, 0, 0)], dtype=torch.int32)
             self._orders[key] = table.reshape(-1, 4)[:len(rows)].contiguous().to(device)
@@ -169,7 +174,10 @@ def build_plan(row_ptr: Tensor, col_map: Tensor, out_features: int, G: int) -> T
     profile = hashlib.sha1(
         torch.sort(counts).values.numpy().tobytes() + f"{G}".encode()).hexdigest()[:16]
     return TilePlan(G=G, num_tiles=num_tiles, n_kept=cm.numel(), out_features=out_features,
-                    k_counts=counts.tolist(), tile_order=order.to(row_ptr.device),
+                    k_counts=counts.tolist(),
+                    first_cols=[int(cm[t * G]) if t * G < cm.numel() else 0
+                                for t in range(num_tiles)],
+                    tile_order=order.to(row_ptr.device),
                     cols_contig=_cols_contiguous(cm, G),
                     tma_store_ok=_tile_rows_storable(cm, G, out_features),
                     tile_starts_aligned=cm.numel() > 0 and bool(torch.all(cm[::G] % 8 == 0)),

@@ -84,14 +84,25 @@ def _activation(y, ACT: tl.constexpr):
 
 
 @triton.jit
-def _store_epilogue(acc, cols, n_mask, offs_m, m_mask, bias_ptr, out_ptr, stride_on,
-                    stride_om, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
-                    WIDE_INDEX: tl.constexpr):
-    """Bias, activation and the store scattered through ``cols`` (the output features
-    of this block), shared by both kernels. ``acc`` is fp32 ``[BLOCK_N, BLOCK_M]``."""
-    y = acc
+def _load_bias(bias_ptr, cols, n_mask, HAS_BIAS: tl.constexpr):
+    """The bias of output features ``cols`` in fp32 (zeros without a bias; unused
+    then, so compiled away)."""
     if HAS_BIAS:
         b = tl.load(bias_ptr + cols, mask=n_mask, other=0.0).to(tl.float32)
+    else:
+        b = tl.zeros(cols.shape, tl.float32)
+    return b
+
+
+@triton.jit
+def _store_epilogue(acc, b, cols, n_mask, offs_m, m_mask, out_ptr, stride_on,
+                    stride_om, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
+                    WIDE_INDEX: tl.constexpr):
+    """Bias ``b`` (from :func:`_load_bias`), activation and the store scattered
+    through ``cols`` (the output features of this block), shared by both kernels.
+    ``acc`` is fp32 ``[BLOCK_N, BLOCK_M]``."""
+    y = acc
+    if HAS_BIAS:
         y = y + b[:, None]
     y = _activation(y, ACT)
     if WIDE_INDEX:
@@ -118,15 +129,25 @@ def _work_item(w, num_mb, num_cb, GROUP_CB: tl.constexpr):
 
 @triton.jit
 def _tile_block(x_ptr, w_ptr, row_idx_ptr, col_map_ptr, bias_ptr, out_ptr,
-                start, k_t, j0, mb, M, n_kept, stride_xk, stride_xm, stride_on, stride_om,
+                start, k_t, j0, c0, mb, M, n_kept, stride_xk, stride_xm, stride_on,
+                stride_om,
                 G: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
                 BLOCK_K: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
                 COLS_CONTIG: tl.constexpr, WIDE_INDEX: tl.constexpr):
     """Compute and store one [BLOCK_N, BLOCK_M] output block: columns ``j0 ..
     j0 + BLOCK_N`` of the packed layout (tile ``j0 // G``), whose ``k_t`` kept rows
-    start at packed row ``start``."""
+    start at packed row ``start``; with ``COLS_CONTIG`` they are output features
+    ``c0 .. c0 + BLOCK_N``."""
     n0 = tl.multiple_of(j0 % G, BLOCK_N)                 # first column inside the tile
     offs_n = n0 + tl.arange(0, BLOCK_N)
+    j = j0 - n0 + offs_n                                  # t*G + column in the tile
+    n_mask = j < n_kept                                   # edge tile padding
+    if COLS_CONTIG:
+        # host checked: col_map[t*G + j] == col_map[t*G] + j and 16-aligned starts,
+        # so row-major stores vectorise. The bias is loaded now, next to the first
+        # row indices, so that the epilogue waits for no load.
+        cols = tl.multiple_of(c0, 16) + tl.arange(0, BLOCK_N)
+        b = _load_bias(bias_ptr, cols, n_mask, HAS_BIAS)
     offs_m = mb * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_k = tl.arange(0, BLOCK_K)
     m_mask = offs_m < M
@@ -153,15 +174,10 @@ def _tile_block(x_ptr, w_ptr, row_idx_ptr, col_map_ptr, bias_ptr, out_ptr,
         acc = tl.dot(tl.trans(wb), xb, acc)
 
     # ---- epilogue: bias, activation, scatter through col_map ----------------------
-    j = j0 - n0 + offs_n                                  # t*G + column in the tile
-    n_mask = j < n_kept                                   # edge tile padding
-    if COLS_CONTIG:
-        # host checked: col_map[t*G + j] == col_map[t*G] + j and 16-aligned starts,
-        # so row-major stores vectorise
-        cols = tl.multiple_of(tl.load(col_map_ptr + j0 - n0), 16) + offs_n
-    else:
+    if not COLS_CONTIG:
         cols = tl.load(col_map_ptr + j, mask=n_mask, other=0)
-    _store_epilogue(acc, cols, n_mask, offs_m, m_mask, bias_ptr, out_ptr, stride_on,
+        b = _load_bias(bias_ptr, cols, n_mask, HAS_BIAS)
+    _store_epilogue(acc, b, cols, n_mask, offs_m, m_mask, out_ptr, stride_on,
                     stride_om, HAS_BIAS, ACT, WIDE_INDEX)
 
 
@@ -176,14 +192,17 @@ def _tile_linear_kernel(
 ):
     """One program per work item; the hardware scheduler balances (launch order =
     LPT order). ``blocks_ptr``: int32 [num_cb, 4] = (first packed row, k_t,
-    t*G + n0, 0) per column block in launch order (:meth:`TilePlan.blocks_for`)."""
+    t*G + n0, first output feature) per column block in launch order
+    (:meth:`TilePlan.blocks_for`)."""
     num_mb = tl.cdiv(M, BLOCK_M)
     pos, mb = _work_item(tl.program_id(0), num_mb, num_cb, GROUP_CB)
     start = tl.load(blocks_ptr + 4 * pos)
     k_t = tl.load(blocks_ptr + 4 * pos + 1)
     j0 = tl.load(blocks_ptr + 4 * pos + 2)
+    c0 = tl.load(blocks_ptr + 4 * pos + 3)
     _tile_block(x_ptr, w_ptr, row_idx_ptr, col_map_ptr, bias_ptr, out_ptr,
-                start, k_t, j0, mb, M, n_kept, stride_xk, stride_xm, stride_on, stride_om,
+                start, k_t, j0, c0, mb, M, n_kept, stride_xk, stride_xm, stride_on,
+                stride_om,
                 G, BLOCK_N, BLOCK_M, BLOCK_K, HAS_BIAS, ACT, COLS_CONTIG, WIDE_INDEX)
 
 
@@ -252,7 +271,8 @@ def _tile_linear_flat(
                 cols = tl.multiple_of(tl.load(col_map_ptr + j0 - n0), 16) + n0 + offs_n
             else:
                 cols = tl.load(col_map_ptr + j, mask=n_mask, other=0)
-            _store_epilogue(acc, cols, n_mask, offs_m, m_mask, bias_ptr, out_ptr,
+            b = _load_bias(bias_ptr, cols, n_mask, HAS_BIAS)
+            _store_epilogue(acc, b, cols, n_mask, offs_m, m_mask, out_ptr,
                             stride_on, stride_om, HAS_BIAS, ACT, WIDE_INDEX)
             acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
 
