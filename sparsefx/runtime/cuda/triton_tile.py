@@ -12,10 +12,11 @@ layout is expressed through the strides (row-major output is ``stride_on = 1``),
 one kernel serves both layouts; the dispatcher transposes row-major inputs first when
 that is faster (the strided gather from ``x [M, K]`` cannot be vectorised).
 
-Scheduling: the host passes ``order``, the column blocks sorted by kept-K descending
-(longest first). Hardware hands out programs roughly in launch order, so launching
-heavy tiles first gives a greedy longest-processing-time schedule: uneven tiles do not
-leave a long tail. Programs are grouped ``GROUP_CB`` column blocks × all M-blocks,
+Scheduling: the host passes ``blocks``, the column blocks sorted by kept-K descending
+(longest first) with the fields a program needs (``TilePlan.blocks_for``). Hardware
+hands out programs roughly in launch order, so launching heavy tiles first gives a
+greedy longest-processing-time schedule when there are several waves (when all
+programs fit in one wave, the heaviest tile sets the time: NOTES_tile.md round 7). Programs are grouped ``GROUP_CB`` column blocks × all M-blocks,
 column block fastest, so that concurrently running programs share the same x rows
 (read once from HBM) while the group's weights stay resident in L2.
 
