@@ -3,11 +3,7 @@
 # host-cost table (bench/profile_host.py) at a host-bound and a BERT-size layer, then
 # bench_tile on the large and BERT shapes, G=128, feature-major, 0/75/90%, plus the
 # row-major rows at 0/75%. Uses the carried prebuilt sm90 library. Logs under $OUT.
-set -o pipefail
-export PYTHONPATH=. PYTHONUNBUFFERED=1 SPARSEFX_CACHE_DIR=/tmp/sfx_cache
-OUT=${OUT:-/tmp/sfx_out}; mkdir -p "$OUT"
-[ -f .gl/exp/sm90_full.so ] && python bench/install_prebuilt_sm90.py .gl/exp/sm90_full.so
-nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
+source bench/device_setup.sh
 timeout 90 python bench/profile_host.py 2>&1 | grep -v Warn | tee "$OUT/host_small.log"
 timeout 90 python bench/profile_host.py --mkn 4096,768,3072 --calls 2000 2>&1 \
   | grep -v Warn | tee "$OUT/host_bert.log"

@@ -3,11 +3,7 @@
 # for the tries there): the Triton kernel GPU tests, then bench_tile with every candidate's
 # time on the BERT and small-batch shapes (75/90%, even and uneven tiles) and the
 # large shapes at 75%. Uses the carried prebuilt sm90 library. Logs under $OUT.
-set -o pipefail
-export PYTHONPATH=. PYTHONUNBUFFERED=1 SPARSEFX_CACHE_DIR=/tmp/sfx_cache
-OUT=${OUT:-/tmp/sfx_out}; mkdir -p "$OUT"
-[ -f .gl/exp/sm90_full.so ] && python bench/install_prebuilt_sm90.py .gl/exp/sm90_full.so
-nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
+source bench/device_setup.sh
 timeout ${TEST_TIMEOUT:-300} python -m pytest -q -m cuda tests/gpu/test_tile_kernels.py \
   2>&1 | tail -15 | tee "$OUT/tests.log"
 timeout ${BERT_TIMEOUT:-200} python bench/bench_tile.py --shapes bert,small --G 128 \

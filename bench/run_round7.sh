@@ -4,10 +4,8 @@
 # the L2 left warm (--cache-control none, as in graph replay) — Speed Of Light, memory
 # workload, warp stall reasons, occupancy, pipe utilisation, hottest source lines.
 # fp16, G = 128, feature-major, 75%. Logs under $OUT; summary in $OUT/r7_summary.txt.
-set -o pipefail
-export PYTHONPATH=. PYTHONUNBUFFERED=1 SPARSEFX_CACHE_DIR=/tmp/sfx_cache
-OUT=${OUT:-/tmp/sfx_out}; mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader | tee "$OUT/r7_summary.txt"
+source bench/device_setup.sh
+cp "$OUT/gpu.txt" "$OUT/r7_summary.txt"
 METRICS=lts__t_bytes.sum,lts__t_bytes.sum.per_second,lts__t_sector_hit_rate.pct,\
 lts__throughput.avg.pct_of_peak_sustained_elapsed,dram__bytes_read.sum,dram__bytes_write.sum,\
 l1tex__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed,\

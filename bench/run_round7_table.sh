@@ -3,11 +3,7 @@
 # tile kernels and the eager path, then bench_tile on the large and BERT shapes, G=128,
 # feature-major 0/75/90% (even and uneven), plus the row-major rows at 0/75%. Uses the
 # carried prebuilt sm90 library (bench/install_prebuilt_sm90.py). Logs under $OUT.
-set -o pipefail
-export PYTHONPATH=. PYTHONUNBUFFERED=1 SPARSEFX_CACHE_DIR=/tmp/sfx_cache
-OUT=${OUT:-/tmp/sfx_out}; mkdir -p "$OUT"
-[ -f .gl/exp/sm90_full.so ] && python bench/install_prebuilt_sm90.py .gl/exp/sm90_full.so
-nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
+source bench/device_setup.sh
 timeout ${TEST_TIMEOUT:-200} python -m pytest -q -m cuda tests/gpu/test_tile_kernels.py \
   tests/gpu/test_eager_path.py 2>&1 | tail -5 | tee "$OUT/tests.log"
 timeout ${BENCH_TIMEOUT:-360} python bench/bench_tile.py --shapes large,bert --G 128 \

@@ -61,8 +61,8 @@ class TilePlan:
             rows = [(starts[t], self.k_counts[t], t * self.G + s * block_n,
                      self.first_cols[t] + s * block_n)
                     for t in self._tile_order_host() for s in range(sub)]
-            table = torch.tensor(rows or [(0, 0, 0, 0)], dtype=torch.int32)
-            self._orders[key] = table.reshape(-1, 4)[:len(rows)].contiguous().to(device)
+            table = torch.tensor(rows, dtype=torch.int32).reshape(-1, 4)   # [0, 4] if none
+            self._orders[key] = table.to(device)
         return self._orders[key]
 
     def schedule_for(self, block_n: int, block_m: int, block_k: int, M: int,
