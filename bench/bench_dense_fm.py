@@ -1,6 +1,9 @@
 """Feature-major dense fallback: ways to compute ``out [N, M] = W [N, K] @ x [K, M] + b``
-with cuBLAS, against the row-major ``F.linear(x [M, K], W, b)`` baseline (CUDA-graph
-replay, ``dispatch._time_ms``; fp16; results checked against fp32).
+with cuBLAS (and cuBLASLt) and with the dense Triton kernel of
+``runtime/cuda/triton_dense.py`` (each config kernel choice times), against the
+row-major ``F.linear(x [M, K], W, b)`` baseline (CUDA-graph replay,
+``dispatch._time_ms``; fp16; results checked against fp32). The last cell of each row
+times the bare GEMMs without bias in both layouts.
 
     PYTHONPATH=. python bench/bench_dense_fm.py
 """
@@ -15,7 +18,8 @@ SHAPES = [(4096, 768, 768), (4096, 768, 3072), (4096, 3072, 768), (16384, 4096, 
           (8192, 4096, 11008), (16, 4096, 4096)]
 
 
-def variants(w, x_fm, b):
+def variants(w, x_fm, b, quick=False):
+    """Every way timed; ``quick`` leaves out the dense Triton configs."""
     N, M = w.shape[0], x_fm.shape[1]
 
     def addmm_broadcast():
@@ -41,11 +45,29 @@ def variants(w, x_fm, b):
         from sparsefx.runtime.cuda.transpose import transpose_2d
         return transpose_2d(F.linear(x_fm.t(), w, b))
 
+    def addmm_broadcast_lt():
+        # cuBLASLt instead of cuBLAS for this call (a process-wide switch: bench only)
+        previous = torch.backends.cuda.preferred_blas_library()
+        torch.backends.cuda.preferred_blas_library("cublaslt")
+        try:
+            return torch.addmm(b[:, None], w, x_fm)
+        finally:
+            torch.backends.cuda.preferred_blas_library(previous)
+
+    triton_variants = {}
+    if not quick:
+        from sparsefx.runtime.cuda.triton_dense import dense_configs, dense_fm_linear
+        for cfg in dense_configs(M):
+            triton_variants[cfg.name] = \
+                lambda cfg=cfg: dense_fm_linear(x_fm, w, b, "none", cfg)
+
     return {"addmm(b[:,None], W, x)": addmm_broadcast, "mm(W, x).add_(b)": mm_then_add,
+            "addmm(b[:,None], W, x) cuBLASLt": addmm_broadcast_lt,
             "addmm(b, x.T, W.T, out=out.T)": addmm_into_transposed_out,
             "linear(x.T, W, b).T.contiguous()": linear_then_transpose,
             "addmm(b[:,None], Wk.T, x) (W stored K-major)": addmm_kmajor_weight,
-            "transpose_2d(linear(x.T, W, b))": linear_then_triton_transpose}
+            "transpose_2d(linear(x.T, W, b))": linear_then_triton_transpose,
+            **triton_variants}
 
 
 def main():
@@ -61,14 +83,24 @@ def main():
         base = baseline()
         timed = []
         for name, fn in variants(w, x_fm, b).items():
-            out = fn()
+            try:
+                out = fn()
+            except Exception as err:   # noqa: BLE001 - e.g. no cuBLASLt algorithm
+                timed.append((name, None, f"failed: {err}"))
+                continue
             ok = out.shape == (N, M) and out.is_contiguous() and \
                 float((out.float() - ref).norm() / ref.norm()) < 1e-2
-            timed.append((name, _time_ms(fn) * 1e3, ok))
+            timed.append((name, _time_ms(fn) * 1e3, "" if ok else ", WRONG"))
         # the clock drifts as the GPU heats: best of the baseline before and after
         base = min(base, baseline())
-        cells = [f"{name}: {us:.1f} µs ({base / us:.2f}×{'' if ok else ', WRONG'})"
-                 for name, us, ok in timed]
+        cells = [f"{name}: {us:.1f} µs ({base / us:.2f}×{note})" if us is not None
+                 else f"{name}: {note}" for name, us, note in timed]
+        # the bare GEMMs, no bias, in both layouts: how much of the gap is the product
+        # itself rather than the bias pass
+        gemm_rm = _time_ms(lambda: F.linear(x_rm, w)) * 1e3
+        gemm_fm = _time_ms(lambda: torch.mm(w, x_fm)) * 1e3
+        cells += [f"no bias: F.linear {gemm_rm:.1f} µs, mm(W, x) {gemm_fm:.1f} µs "
+                  f"({gemm_rm / gemm_fm:.2f}×)"]
         print(f"| {M}×{K}→{N} | F.linear {base:.1f} µs | " + " | ".join(cells) + " |",
               flush=True)
 

@@ -137,11 +137,13 @@ def fmt_cfg(cfg) -> str:
 
 
 def fmt_choice(r) -> str:
-    """"sparse", "dense", or "dense via rm" for the feature-major dense variant that
-    runs the row-major cuBLAS product and transposes (dispatch.DENSE_VARIANTS)."""
-    if r["choice"] == "dense" and r.get("dense_variant") == "via_row_major":
-        return "dense via rm"
-    return r["choice"]
+    """"sparse", "dense", or for a feature-major layer's other dense variants
+    (dispatch.dense_variants) "dense via rm" (row-major cuBLAS and a transpose) or
+    "dense triton" (the dense Triton kernel)."""
+    variant = r.get("dense_variant") or "direct"
+    if r["choice"] != "dense" or variant == "direct":
+        return r["choice"]
+    return "dense via rm" if variant == "via_row_major" else "dense triton"
 
 
 def fmt_row(r) -> str:

@@ -144,3 +144,15 @@ def test_repeatable():
         outs = [sparse_forward(x, values, *tensors, None, 1024, "none", True, plan, cfg)
                 for _ in range(3)]
         assert all(torch.equal(outs[0], o) for o in outs[1:]), cfg
+
+
+def test_prebuild_loads_the_libraries():
+    """`python -m sparsefx.runtime.cuda.prebuild` builds (or finds) both libraries on a
+    Hopper GPU with nvcc and exits 0."""
+    from sparsefx.runtime.cuda import build, prebuild
+    if build.nvcc_path() is None or torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("needs nvcc and a Hopper GPU")
+    status = prebuild.prebuild()
+    assert status["bias_residual_layernorm"].startswith("ok"), status
+    assert status["tile_linear_sm90"].startswith("ok"), status
+    assert prebuild.main() == 0

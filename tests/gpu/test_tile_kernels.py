@@ -142,13 +142,16 @@ def test_op_dispatch_and_cache(fresh_cache, feature_major):
     assert again.key == dec.key and again.choice == dec.choice
 
 
-@pytest.mark.parametrize("variant", ["direct", "via_row_major"])
+@pytest.mark.parametrize("variant", ["direct", "via_row_major", "triton"])
 @pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "nobias"])
-@pytest.mark.parametrize("M", [1, 77])
+@pytest.mark.parametrize("M", [1, 77, 256])
 def test_dense_fallback_path(fresh_cache, variant, with_bias, M):
     """A layer forced to dense gives the same numbers through the cached weight, by
-    either feature-major dense variant (contiguous [N, M] out)."""
+    each feature-major dense variant (contiguous [N, M] out); "triton" is the first
+    dense Triton config for this M."""
     dispatch = fresh_cache
+    if variant == "triton":
+        variant = [v for v in dispatch.dense_variants(True, M) if v.startswith("triton")][0]
     gen = torch.Generator().manual_seed(5)
     packed, _ = make_tile_layer(256, 256, 64, "uneven", gen)
     values, row_idx, row_ptr, col_map = to_cuda(packed, torch.bfloat16)
@@ -157,6 +160,47 @@ def test_dense_fallback_path(fresh_cache, variant, with_bias, M):
                                  True, variant)
     assert out.shape == (256, M) and out.is_contiguous()
     assert rel_err(out, reference(x, packed, bias, "gelu", True)) <= TOL
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "bf16"])
+@pytest.mark.parametrize("M", [1, 16, 77, 1000, 4097])
+def test_dense_triton_kernel_every_config(dtype, M):
+    """Every dense Triton config kernel choice times for this M, at odd N and a K that
+    is not a multiple of any BLOCK_K, into NaN-poisoned outputs, with each
+    activation, with and without bias."""
+    from sparsefx.runtime.cuda.triton_dense import dense_configs, dense_fm_linear
+    from sparsefx.runtime.ops import apply_activation
+    gen = torch.Generator().manual_seed(zlib.crc32(f"{dtype}{M}".encode()))
+    N, K = 333, 200
+    w = (torch.randn(N, K, generator=gen) * K ** -0.5).to("cuda", dtype)
+    x = torch.randn(K, M, generator=gen).to("cuda", dtype)
+    for cfg, (act, with_bias) in zip(dense_configs(M),
+                                     itertools.cycle(itertools.product(ACTS, (True, False)))):
+        bias = torch.randn(N, generator=gen).to("cuda", dtype) if with_bias else None
+        ref = w.double() @ x.double()
+        if bias is not None:
+            ref = ref + bias.double()[:, None]
+        ref = apply_activation(ref, act)
+        out = torch.full((N, M), float("nan"), dtype=dtype, device="cuda")
+        dense_fm_linear(x, w, bias, act, cfg, out=out)
+        assert rel_err(out, ref) <= TOL, (cfg, act, with_bias)
+
+
+def test_dense_triton_kernel_at_a_bench_shape():
+    """The large-block configs at a BERT shape (K a multiple of BLOCK_K: the unmasked
+    main loop), fp16, gelu + bias."""
+    from sparsefx.runtime.cuda.triton_dense import dense_configs, dense_fm_linear
+    from sparsefx.runtime.ops import apply_activation
+    gen = torch.Generator().manual_seed(11)
+    N, K, M = 768, 3072, 4096
+    w = (torch.randn(N, K, generator=gen) * K ** -0.5).to("cuda", torch.float16)
+    x = torch.randn(K, M, generator=gen).to("cuda", torch.float16)
+    bias = torch.randn(N, generator=gen).to("cuda", torch.float16)
+    ref = apply_activation(w.double() @ x.double() + bias.double()[:, None], "gelu")
+    for cfg in dense_configs(M):
+        out = torch.full((N, M), float("nan"), dtype=torch.float16, device="cuda")
+        dense_fm_linear(x, w, bias, "gelu", cfg, out=out)
+        assert rel_err(out, ref) <= TOL, cfg
 
 
 def test_decision_runs_its_dense_variant(fresh_cache, monkeypatch):

@@ -47,3 +47,19 @@ def test_csrc_compiles_for_hopper(source, tmp_path):
     target = tmp_path / "lib.so"
     build.compile_library([source], target, (9, 0))
     assert target.stat().st_size > 0
+
+
+def test_prebuild_reports_every_library(monkeypatch, capsys):
+    """`python -m sparsefx.runtime.cuda.prebuild` names each library with a status; a
+    machine-level reason (here: disabled) is not a failure, a build error is."""
+    from sparsefx.runtime.cuda import prebuild
+    monkeypatch.setenv(build.DISABLE_ENV, "1")
+    monkeypatch.setattr(build, "_loaded", {})
+    assert prebuild.main() == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert sorted(line.split(":")[0] for line in lines) == \
+        ["bias_residual_layernorm", "tile_linear_sm90"]
+    assert all("not available: disabled by" in line for line in lines)
+    assert prebuild._failed("not available: nvcc failed: error: expected ';'")
+    assert not prebuild._failed("not available: no CUDA device")
+    assert not prebuild._failed("ok (0.1 s): /tmp/x.so")

@@ -19,12 +19,22 @@ from sparsefx.runtime.cuda.triton_tile import TileConfig  # noqa: E402
 A, B, C, D = (TileConfig(128, bm, 64, 4, 4) for bm in (16, 32, 64, 128))
 
 
-def measure(monkeypatch, script, configs=(A, B, C, D), feature_major=False):
+def measure(monkeypatch, script, configs=(A, B, C, D), feature_major=False,
+            fm_variants=("direct", "via_row_major")):
     """Run _measure with ``script`` as the successive _time_ms results (a row-major
-    layer times one dense variant, a feature-major one two)."""
+    layer times one dense variant, a feature-major one ``fm_variants``)."""
     calls = iter(script)
-    monkeypatch.setattr(dispatch, "_time_ms", lambda fn: next(calls))
+
+    def timer(fn):
+        ms = next(calls)
+        if ms is None:            # a variant that fails to run
+            raise RuntimeError("out of resources")
+        return ms
+
+    monkeypatch.setattr(dispatch, "_time_ms", timer)
     monkeypatch.setattr(dispatch, "candidate_configs", lambda M, G, fm: list(configs))
+    monkeypatch.setattr(dispatch, "dense_variants",
+                        lambda fm, M: fm_variants if fm else ("direct",))
     row_ptr = torch.tensor([0, 3], dtype=torch.int32)
     col_map = torch.arange(16, dtype=torch.int32)
     plan = build_plan(row_ptr, col_map, 16, 16)
@@ -67,3 +77,42 @@ def test_feature_major_keeps_the_faster_dense_variant(monkeypatch):
                   feature_major=True)
     assert dec.dense_variant == "via_row_major" and dec.dense_ms == 9
     assert dispatch.Decision.from_dict(dec.to_dict()).dense_variant == "via_row_major"
+
+
+def test_a_dense_triton_variant_can_win_and_a_failing_one_is_skipped(monkeypatch):
+    names = [c.name for c in dispatch.dense_configs(8)]
+    variants = ("direct", "via_row_major", *names)
+    # pass 1: direct 10, via 9, triton[0] fails, triton[1] 7, A 12;
+    # pass 2: A 11, direct 10, via 9, triton[0] fails again, triton[1] 7.5
+    dec = measure(monkeypatch, [10, 9, None, 7, 12, 11, 10, 9, None, 7.5], configs=(A,),
+                  feature_major=True, fm_variants=variants)
+    assert dec.choice == "dense" and dec.dense_variant == names[1] and dec.dense_ms == 7
+
+
+def test_a_dense_triton_variant_within_the_margin_loses_to_cublas(monkeypatch):
+    names = [c.name for c in dispatch.dense_configs(8)][:1]
+    # via_row_major 9; the Triton variant 8.8 (2% faster) -> via_row_major is kept
+    dec = measure(monkeypatch, [10, 9, 8.8, 12, 11, 10, 9, 8.8], configs=(A,),
+                  feature_major=True, fm_variants=("direct", "via_row_major", *names))
+    assert dec.dense_variant == "via_row_major" and dec.dense_ms == 9
+
+
+def test_pick_dense_variant():
+    pick = dispatch.pick_dense_variant
+    assert pick({"direct": 10.0}) == "direct"
+    assert pick({"direct": 10.0, "via_row_major": 9.0, "triton_fm_x": 8.0}) == "triton_fm_x"
+    assert pick({"direct": 10.0, "via_row_major": 9.0, "triton_fm_x": 8.6}) == \
+        "via_row_major"
+
+
+def test_direct_dense_failing_is_an_error(monkeypatch):
+    with pytest.raises(RuntimeError, match="out of resources"):
+        measure(monkeypatch, [None], configs=(A,), feature_major=True)
+
+
+def test_feature_major_dense_variants_include_the_triton_kernel():
+    for M in (1, 100, 4096):
+        fm = dispatch.dense_variants(True, M)
+        assert fm[:2] == ("direct", "via_row_major") and len(fm) > 2
+        assert all(v.startswith("triton_fm_") for v in fm[2:])
+        assert dispatch.dense_variants(False, M) == ("direct",)

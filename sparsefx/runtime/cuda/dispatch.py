@@ -35,14 +35,16 @@ from sparsefx.runtime.cuda.plan import TilePlan, get_plan
 from sparsefx.runtime.cuda import sm90_tile
 from sparsefx.runtime.cuda.triton_tile import TileConfig, launch_tile_kernel, num_sms
 from sparsefx.runtime.cuda.transpose import transpose_2d
+from sparsefx.runtime.cuda.triton_dense import DenseConfig, dense_configs, dense_fm_linear
 from sparsefx.runtime.cuda.triton_launch import next_power_of_2
 from sparsefx.runtime.ops import _check_tile_args, apply_activation
 
 #: bump when kernels change so stale on-disk decisions are not reused
+# v8: feature-major layers also time the dense Triton kernel (triton_dense);
 # v7: the grid kernel reads its column blocks from a table (TilePlan.blocks_for);
 # v6: two-pass timing in kernel choice; v5: sm90 producer rework and bulk-store
 # epilogue; v4: sm90 CUDA C++ candidates; v3: CUDA graphs
-KERNEL_VERSION = "tile-triton-v7"
+KERNEL_VERSION = "tile-triton-v8"
 CACHE_ENV = "SPARSEFX_CACHE_DIR"
 _SUPPORTED = (torch.float16, torch.bfloat16)
 
@@ -329,20 +331,25 @@ def dense_weight(values: Tensor, row_idx: Tensor, row_ptr: Tensor, col_map: Tens
 #: (feature-major); "via_row_major" (feature-major only): ``F.linear`` on the transposed
 #: view ``x.t()`` and a Triton transpose of the result — cuBLAS runs the feature-major
 #: product ``W @ x`` at 0.60–0.85× of its row-major speed, the detour at 0.71–0.89×
-#: on 5 of 6 bench shapes (bench/bench_dense_fm.py, NOTES_tile round 5)
+#: on 5 of 6 bench shapes (bench/bench_dense_fm.py, NOTES_tile round 5). Feature-major
+#: layers also time the dense Triton kernel of :mod:`triton_dense` (bias and activation
+#: fused), one variant per :func:`triton_dense.dense_configs` entry, named
+#: ``triton_fm_<config>``; see :func:`pick_dense_variant` for when it is kept.
 DENSE_VARIANTS = ("direct", "via_row_major")
 
 
-def dense_variants(feature_major: bool) -> tuple[str, ...]:
-    """The dense variants kernel choice times for a layer of this layout."""
-    return DENSE_VARIANTS if feature_major else DENSE_VARIANTS[:1]
+def dense_variants(feature_major: bool, M: int) -> tuple[str, ...]:
+    """The dense variants kernel choice times for a layer of this layout and M."""
+    if not feature_major:
+        return DENSE_VARIANTS[:1]
+    return DENSE_VARIANTS + tuple(c.name for c in dense_configs(M))
 
 
 def dense_forward(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor,
                   col_map: Tensor, bias: Optional[Tensor], out_features: int,
                   activation: str, feature_major: bool, variant: str = "direct") -> Tensor:
-    """cuBLAS on the unpacked weight: the fallback and the timing baseline.
-    ``variant`` is one of :data:`DENSE_VARIANTS` (only "direct" for row-major x)."""
+    """The dense fallback and the timing baseline, on the unpacked weight.
+    ``variant`` is one of :func:`dense_variants` (only "direct" for row-major x)."""
     K = x.shape[0] if feature_major else x.shape[-1]
     w = dense_weight(values, row_idx, row_ptr, col_map, out_features, K, x.dtype)
     b = None if bias is None else bias.to(x.dtype)
@@ -350,8 +357,32 @@ def dense_forward(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor,
         return apply_activation(F.linear(x, w, b), activation).contiguous()
     if variant == "via_row_major":
         return transpose_2d(apply_activation(F.linear(x.t(), w, b), activation))
+    if variant != "direct":
+        return dense_fm_linear(x, w, b, activation, DenseConfig.from_name(variant))
     y = w @ x if b is None else torch.addmm(b[:, None], w, x)
     return apply_activation(y, activation).contiguous()
+
+
+#: how much faster than the best cuBLAS variant a dense Triton variant must be to be
+#: kept: smaller wins are within the clock drift between timings (round 5), and a
+#: Triton launch costs more host time than a cuBLAS call, which decides eager speed
+#: at BERT sizes (4096×768→768 at 0%: 12.7 vs 12.9 µs under a graph, 25.3 vs 17-18 µs
+#: eager; bench/NOTES_tile.md round 8)
+TRITON_DENSE_MARGIN = 0.05
+
+
+def pick_dense_variant(dense_times: dict) -> str:
+    """The dense variant to run, from ``{variant: ms}``: the fastest cuBLAS one
+    ("direct", "via_row_major"), unless a dense Triton variant beats it by more
+    than :data:`TRITON_DENSE_MARGIN`."""
+    cublas = {v: ms for v, ms in dense_times.items() if v in DENSE_VARIANTS}
+    best = min(cublas, key=cublas.get)
+    triton = {v: ms for v, ms in dense_times.items() if v not in DENSE_VARIANTS}
+    if triton:
+        fastest = min(triton, key=triton.get)
+        if triton[fastest] < (1 - TRITON_DENSE_MARGIN) * cublas[best]:
+            return fastest
+    return best
 
 
 # --------------------------------------------------------------------------- decide
@@ -467,8 +498,13 @@ def _measure(x, values, row_idx, row_ptr, col_map, bias, out_features, activatio
             feature_major)
 
     def time_dense(dense_times: dict) -> None:
-        for variant in dense_variants(feature_major):
-            ms = _time_ms(lambda: dense_forward(*args, variant))
+        for variant in dense_variants(feature_major, shape["M"]):
+            try:
+                ms = _time_ms(lambda: dense_forward(*args, variant))
+            except Exception:  # a Triton variant that does not fit (never "direct")
+                if variant == "direct":
+                    raise
+                continue
             dense_times[variant] = min(ms, dense_times.get(variant, ms))
 
     dense_times: dict[str, float] = {}
@@ -480,14 +516,14 @@ def _measure(x, values, row_idx, row_ptr, col_map, bias, out_features, activatio
         except Exception:      # e.g. triton OutOfResources for this shape: skip it
             continue
     if not times:
-        variant = min(dense_times, key=dense_times.get)
+        variant = pick_dense_variant(dense_times)
         return Decision(key, "dense", None, dense_times[variant], None, shape, [],
                         dense_variant=variant)
     finalists = sorted(times, key=times.get)[:FINALISTS]
     for cfg in reversed(finalists):
         times[cfg] = min(times[cfg], _time_ms(lambda: sparse_forward(*args, plan, cfg)))
     time_dense(dense_times)
-    variant = min(dense_times, key=dense_times.get)
+    variant = pick_dense_variant(dense_times)
     dense_ms = dense_times[variant]
     best_cfg = min(times, key=times.get)
     best_ms = times[best_cfg]

@@ -1,0 +1,158 @@
+"""Dense feature-major linear in Triton: ``out [N, M] = act(W [N, K] @ x [K, M] + b)``.
+
+Why: a feature-major tile layer that kernel choice sends to dense (low sparsity) needs
+a dense GEMM that reads ``x [K, M]`` and writes ``out [N, M]``. cuBLAS runs that
+product (its "NN" case) at 0.60–0.85× of the row-major ``F.linear`` it is compared
+with, and cannot fuse a bias that runs along the output's rows, so bias and activation
+cost extra passes over the output (bench/bench_dense_fm.py, NOTES_tile round 5). This
+kernel computes the same product with the bias and activation in its epilogue; kernel
+choice times it next to the cuBLAS variants and keeps the fastest
+(:data:`sparsefx.runtime.cuda.dispatch.DENSE_VARIANTS`).
+
+One program computes one ``[BLOCK_N, BLOCK_M]`` block of ``out``; programs are
+grouped ``GROUP_N`` row blocks × all token blocks, row block fastest, so programs that
+run together read the same ``x`` columns while their weight rows stay in L2.
+
+This module imports triton at the top: import it only through
+:mod:`sparsefx.runtime.cuda`, which guards the import.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from sparsefx.runtime.cuda.triton_launch import launch, next_power_of_2
+from sparsefx.runtime.cuda.triton_tile import ACT_CODES, _load_bias, _store_epilogue, \
+    _work_item
+
+
+@dataclass(frozen=True)
+class DenseConfig:
+    """Launch configuration of :func:`dense_fm_linear`."""
+
+    block_n: int
+    block_m: int
+    block_k: int
+    num_warps: int
+    num_stages: int
+    group_n: int = 8
+
+    @property
+    def name(self) -> str:
+        """The dense-variant name kernel choice records, e.g.
+        ``triton_fm_128x128x64_w8s3g8``."""
+        return (f"triton_fm_{self.block_n}x{self.block_m}x{self.block_k}_"
+                f"w{self.num_warps}s{self.num_stages}g{self.group_n}")
+
+    @staticmethod
+    def from_name(name: str) -> "DenseConfig":
+        """Inverse of :attr:`name`; raises ValueError for anything else."""
+        match = _NAME.fullmatch(name)
+        if match is None:
+            raise ValueError(f"not a dense Triton variant name: {name!r}")
+        return DenseConfig(*(int(v) for v in match.groups()))
+
+
+_NAME = re.compile(r"triton_fm_(\d+)x(\d+)x(\d+)_w(\d+)s(\d+)g(\d+)")
+
+
+def dense_configs(M: int) -> list[DenseConfig]:
+    """Configurations kernel choice times for ``M`` tokens (a few per regime: small M
+    streams the weight, so narrow row blocks make enough programs; large M is compute
+    bound, so wide blocks and deep pipelines)."""
+    if M <= 64:
+        bm = max(16, next_power_of_2(M))
+        return [DenseConfig(32, bm, 128, 4, 4), DenseConfig(64, bm, 128, 4, 4)]
+    if M <= 1024:
+        return [DenseConfig(64, 64, 64, 4, 4), DenseConfig(128, 64, 64, 4, 4),
+                DenseConfig(128, 128, 64, 8, 3)]
+    return [DenseConfig(128, 128, 64, 4, 4), DenseConfig(128, 128, 64, 8, 3),
+            DenseConfig(128, 256, 64, 8, 3), DenseConfig(256, 128, 64, 8, 3)]
+
+
+@triton.jit
+def _dense_fm_kernel(w_ptr, x_ptr, bias_ptr, out_ptr, N, K, M,
+                     stride_wn, stride_xk, stride_on,
+                     BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+                     GROUP_N: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
+                     EVEN_K: tl.constexpr, WIDE_INDEX: tl.constexpr):
+    """One ``[BLOCK_N, BLOCK_M]`` block of ``out``; ``w``, ``x`` and ``out`` have unit
+    stride along their last dimension (K, M and M)."""
+    num_mb = tl.cdiv(M, BLOCK_M)
+    nb, mb = _work_item(tl.program_id(0), num_mb, tl.cdiv(N, BLOCK_N), GROUP_N)
+    offs_n = nb * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m = mb * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_k = tl.arange(0, BLOCK_K)
+    n_mask = offs_n < N
+    m_mask = offs_m < M
+    b = _load_bias(bias_ptr, offs_n, n_mask, HAS_BIAS)
+    if WIDE_INDEX:
+        w_rows = offs_n.to(tl.int64) * stride_wn
+        x_rows = offs_k.to(tl.int64) * stride_xk
+    else:
+        w_rows = offs_n * stride_wn
+        x_rows = offs_k * stride_xk
+    # masked, not clamped, at the N and M edges: a clamped index hides from the
+    # compiler that x's columns are contiguous, and the loads then neither vectorise
+    # nor pipeline
+    w_tile = w_ptr + w_rows[:, None] + offs_k[None, :]
+    x_tile = x_ptr + x_rows[:, None] + offs_m[None, :]
+    acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    for k in range(0, K, BLOCK_K):
+        if EVEN_K:
+            wb = tl.load(w_tile, mask=n_mask[:, None], other=0.0)
+            xb = tl.load(x_tile, mask=m_mask[None, :], other=0.0)
+        else:
+            k_mask = (k + offs_k) < K
+            wb = tl.load(w_tile, mask=n_mask[:, None] & k_mask[None, :], other=0.0)
+            xb = tl.load(x_tile, mask=k_mask[:, None] & m_mask[None, :], other=0.0)
+        acc = tl.dot(wb, xb, acc)
+        w_tile += BLOCK_K
+        x_tile += BLOCK_K * stride_xk
+    _store_epilogue(acc, b, offs_n, n_mask, offs_m, m_mask, out_ptr, stride_on, 1,
+                    HAS_BIAS, ACT, WIDE_INDEX)
+
+
+def dense_fm_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], activation: str,
+                    cfg: DenseConfig, out: Optional[Tensor] = None) -> Tensor:
+    """``activation(weight @ x + bias[:, None])`` for ``x [K, M]``, ``weight [N, K]``
+    (same dtype, CUDA; or CPU tensors under the Triton interpreter). Returns a
+    contiguous ``[N, M]`` tensor (``out`` when given: contiguous, that shape)."""
+    K, M = x.shape
+    N = weight.shape[0]
+    if weight.shape[1] != K:
+        raise ValueError(f"weight is {tuple(weight.shape)}, x is {tuple(x.shape)}")
+    x = x if x.stride(1) == 1 else x.contiguous()
+    weight = weight if weight.stride(1) == 1 else weight.contiguous()
+    if out is None:
+        out = torch.empty(N, M, dtype=x.dtype, device=x.device)
+    if N == 0 or M == 0:
+        return out
+    if K == 0:
+        # an empty sum: the output is activation(bias) (or activation(0))
+        fill = torch.zeros(N, dtype=torch.float32, device=x.device) if bias is None \
+            else bias.float()
+        from sparsefx.runtime.ops import apply_activation
+        out.copy_(apply_activation(fill, activation)[:, None].expand(N, M))
+        return out
+    # pointer offsets stay below 2**31 unless a tensor is that large
+    wide = max(x.numel(), weight.numel(), out.numel()) >= 2**31 - 1
+    constexprs = dict(BLOCK_N=cfg.block_n, BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
+                      GROUP_N=cfg.group_n, HAS_BIAS=bias is not None,
+                      ACT=ACT_CODES[activation], EVEN_K=K % cfg.block_k == 0,
+                      WIDE_INDEX=wide)
+    grid = (-(-N // cfg.block_n) * -(-M // cfg.block_m),)
+    launch(_dense_fm_kernel, grid,
+           (weight, x, bias if bias is not None else weight, out),
+           (N, K, M, weight.stride(0), x.stride(0), out.stride(0)),
+           constexprs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    return out
+
+
+__all__ = ["DenseConfig", "dense_configs", "dense_fm_linear"]
