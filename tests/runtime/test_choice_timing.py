@@ -89,22 +89,6 @@ def test_a_dense_triton_variant_can_win_and_a_failing_one_is_skipped(monkeypatch
     assert dec.choice == "dense" and dec.dense_variant == names[1] and dec.dense_ms == 7
 
 
-def test_a_dense_triton_variant_within_the_margin_loses_to_cublas(monkeypatch):
-    names = [c.name for c in dispatch.dense_configs(8)][:1]
-    # via_row_major 9; the Triton variant 8.8 (2% faster) -> via_row_major is kept
-    dec = measure(monkeypatch, [10, 9, 8.8, 12, 11, 10, 9, 8.8], configs=(A,),
-                  feature_major=True, fm_variants=("direct", "via_row_major", *names))
-    assert dec.dense_variant == "via_row_major" and dec.dense_ms == 9
-
-
-def test_pick_dense_variant():
-    pick = dispatch.pick_dense_variant
-    assert pick({"direct": 10.0}) == "direct"
-    assert pick({"direct": 10.0, "via_row_major": 9.0, "triton_fm_x": 8.0}) == "triton_fm_x"
-    assert pick({"direct": 10.0, "via_row_major": 9.0, "triton_fm_x": 8.6}) == \
-        "via_row_major"
-
-
 def test_direct_dense_failing_is_an_error(monkeypatch):
     with pytest.raises(RuntimeError, match="out of resources"):
         measure(monkeypatch, [None], configs=(A,), feature_major=True)

@@ -334,7 +334,7 @@ def dense_weight(values: Tensor, row_idx: Tensor, row_ptr: Tensor, col_map: Tens
 #: on 5 of 6 bench shapes (bench/bench_dense_fm.py, NOTES_tile round 5). Feature-major
 #: layers also time the dense Triton kernel of :mod:`triton_dense` (bias and activation
 #: fused), one variant per :func:`triton_dense.dense_configs` entry, named
-#: ``triton_fm_<config>``; see :func:`pick_dense_variant` for when it is kept.
+#: ``triton_fm_<config>``.
 DENSE_VARIANTS = ("direct", "via_row_major")
 
 
@@ -361,28 +361,6 @@ def dense_forward(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor,
         return dense_fm_linear(x, w, b, activation, DenseConfig.from_name(variant))
     y = w @ x if b is None else torch.addmm(b[:, None], w, x)
     return apply_activation(y, activation).contiguous()
-
-
-#: how much faster than the best cuBLAS variant a dense Triton variant must be to be
-#: kept: smaller wins are within the clock drift between timings (round 5), and a
-#: Triton launch costs more host time than a cuBLAS call, which decides eager speed
-#: at BERT sizes (4096×768→768 at 0%: 12.7 vs 12.9 µs under a graph, 25.3 vs 17-18 µs
-#: eager; bench/NOTES_tile.md round 8)
-TRITON_DENSE_MARGIN = 0.05
-
-
-def pick_dense_variant(dense_times: dict) -> str:
-    """The dense variant to run, from ``{variant: ms}``: the fastest cuBLAS one
-    ("direct", "via_row_major"), unless a dense Triton variant beats it by more
-    than :data:`TRITON_DENSE_MARGIN`."""
-    cublas = {v: ms for v, ms in dense_times.items() if v in DENSE_VARIANTS}
-    best = min(cublas, key=cublas.get)
-    triton = {v: ms for v, ms in dense_times.items() if v not in DENSE_VARIANTS}
-    if triton:
-        fastest = min(triton, key=triton.get)
-        if triton[fastest] < (1 - TRITON_DENSE_MARGIN) * cublas[best]:
-            return fastest
-    return best
 
 
 # --------------------------------------------------------------------------- decide
@@ -516,14 +494,14 @@ def _measure(x, values, row_idx, row_ptr, col_map, bias, out_features, activatio
         except Exception:      # e.g. triton OutOfResources for this shape: skip it
             continue
     if not times:
-        variant = pick_dense_variant(dense_times)
+        variant = min(dense_times, key=dense_times.get)
         return Decision(key, "dense", None, dense_times[variant], None, shape, [],
                         dense_variant=variant)
     finalists = sorted(times, key=times.get)[:FINALISTS]
     for cfg in reversed(finalists):
         times[cfg] = min(times[cfg], _time_ms(lambda: sparse_forward(*args, plan, cfg)))
     time_dense(dense_times)
-    variant = pick_dense_variant(dense_times)
+    variant = min(dense_times, key=dense_times.get)
     dense_ms = dense_times[variant]
     best_cfg = min(times, key=times.get)
     best_ms = times[best_cfg]
