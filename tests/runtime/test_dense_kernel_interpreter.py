@@ -1,5 +1,6 @@
-"""The dense feature-major Triton kernel (runtime/cuda/triton_dense.py) on CPU tensors
-under ``TRITON_INTERPRET=1``: its code checked without a GPU.
+"""The dense feature-major Triton kernels (runtime/cuda/triton_dense.py: pointer and TMA
+loads, grid and persistent) on CPU tensors under ``TRITON_INTERPRET=1``: their code
+checked without a GPU.
 
 Odd N, M and K (K both a multiple of BLOCK_K and not), one token, an empty K, every
 activation, with and without bias, into NaN-poisoned outputs against the float64
@@ -27,10 +28,15 @@ from sparsefx.runtime.cuda.triton_dense import DenseConfig, dense_fm_linear
 ACT = {"none": lambda y: y, "relu": torch.relu, "gelu": F.gelu, "silu": F.silu}
 gen = torch.Generator().manual_seed(0)
 dtype = torch.float16
-configs = (DenseConfig(32, 16, 16, 4, 2), DenseConfig(16, 32, 32, 4, 2, group_n=2))
+# TMA configs read by descriptor where K and M are multiples of 8 (16-byte rows) and
+# fall back to pointer loads elsewhere; the persistent one runs 4 programs (the
+# interpreter's SM count) over more output blocks
+configs = (DenseConfig(32, 16, 16, 4, 2), DenseConfig(16, 32, 32, 4, 2, group_n=2),
+           DenseConfig(16, 16, 32, 4, 2, loads="tma"),
+           DenseConfig(16, 16, 16, 4, 2, group_n=2, loads="tma", persistent=True))
 for N, K, M, act, with_bias in ((50, 64, 77, "gelu", True), (33, 40, 1, "relu", False),
                                 (16, 96, 32, "silu", True), (70, 0, 9, "relu", True),
-                                (48, 17, 130, "none", False)):
+                                (48, 17, 130, "none", False), (70, 40, 72, "gelu", True)):
     w = (torch.randn(N, K, generator=gen) * max(K, 1) ** -0.5).to(dtype)
     x = torch.randn(K, M, generator=gen).to(dtype)
     bias = torch.randn(N, generator=gen).to(dtype) if with_bias else None

@@ -9,9 +9,13 @@ kernel computes the same product with the bias and activation in its epilogue; k
 choice times it next to the cuBLAS variants and keeps the fastest
 (:data:`sparsefx.runtime.cuda.dispatch.DENSE_VARIANTS`).
 
-One program computes one ``[BLOCK_N, BLOCK_M]`` block of ``out``; programs are
-grouped ``GROUP_N`` row blocks × all token blocks, row block fastest, so programs that
-run together read the same ``x`` columns while their weight rows stay in L2.
+One program computes one ``[BLOCK_N, BLOCK_M]`` block of ``out`` (or, persistent,
+several in turn); programs are grouped ``GROUP_N`` row blocks × all token blocks, row
+block fastest, so programs that run together read the same ``x`` columns while their
+weight rows stay in L2. Operands are loaded through pointers or, where their addresses
+and row strides allow, by TMA (``DenseConfig.loads``); the round-8 sweep on the H200
+(bench/NOTES_tile.md) found TMA ahead by up to 4% on three of the four bench shapes
+and the pointer kernel ahead on 4096×3072→768.
 
 This module imports triton at the top: import it only through
 :mod:`sparsefx.runtime.cuda`, which guards the import.
@@ -27,9 +31,11 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from triton.tools.tensor_descriptor import TensorDescriptor
+
 from sparsefx.runtime.cuda.triton_launch import launch, next_power_of_2
 from sparsefx.runtime.cuda.triton_tile import ACT_CODES, _load_bias, _store_epilogue, \
-    _work_item
+    _work_item, num_sms
 
 
 @dataclass(frozen=True)
@@ -42,13 +48,17 @@ class DenseConfig:
     num_warps: int
     num_stages: int
     group_n: int = 8
+    loads: str = "ptr"           # "ptr": pointer loads; "tma": TMA (tensor descriptors)
+    persistent: bool = False     # tma only: one program per SM walks the output blocks
 
     @property
     def name(self) -> str:
         """The dense-variant name kernel choice records, e.g.
-        ``triton_fm_128x128x64_w8s3g8``."""
+        ``triton_fm_128x128x64_w8s3g8`` or ``triton_fm_128x256x64_w8s3g8_tma_pers``."""
         return (f"triton_fm_{self.block_n}x{self.block_m}x{self.block_k}_"
-                f"w{self.num_warps}s{self.num_stages}g{self.group_n}")
+                f"w{self.num_warps}s{self.num_stages}g{self.group_n}"
+                + ("" if self.loads == "ptr" else f"_{self.loads}")
+                + ("_pers" if self.persistent else ""))
 
     @staticmethod
     def from_name(name: str) -> "DenseConfig":
@@ -56,10 +66,12 @@ class DenseConfig:
         match = _NAME.fullmatch(name)
         if match is None:
             raise ValueError(f"not a dense Triton variant name: {name!r}")
-        return DenseConfig(*(int(v) for v in match.groups()))
+        *ints, tma, pers = match.groups()
+        return DenseConfig(*(int(v) for v in ints), loads="tma" if tma else "ptr",
+                           persistent=bool(pers))
 
 
-_NAME = re.compile(r"triton_fm_(\d+)x(\d+)x(\d+)_w(\d+)s(\d+)g(\d+)")
+_NAME = re.compile(r"triton_fm_(\d+)x(\d+)x(\d+)_w(\d+)s(\d+)g(\d+)(_tma)?((?<=_tma)_pers)?")
 
 
 def dense_configs(M: int) -> list[DenseConfig]:
@@ -72,8 +84,10 @@ def dense_configs(M: int) -> list[DenseConfig]:
     if M <= 1024:
         return [DenseConfig(64, 64, 64, 4, 4), DenseConfig(128, 64, 64, 4, 4),
                 DenseConfig(128, 128, 64, 8, 3)]
-    return [DenseConfig(128, 128, 64, 4, 4), DenseConfig(128, 128, 64, 8, 3),
-            DenseConfig(128, 256, 64, 8, 3), DenseConfig(256, 128, 64, 8, 3)]
+    # the round-8 sweep's winners (bench/NOTES_tile.md): 128x256 blocks on every bench
+    # shape, TMA loads on three of four
+    return [DenseConfig(128, 256, 64, 8, 4), DenseConfig(128, 256, 64, 8, 3, loads="tma"),
+            DenseConfig(128, 256, 64, 8, 3, loads="tma", persistent=True)]
 
 
 @triton.jit
@@ -119,6 +133,43 @@ def _dense_fm_kernel(w_ptr, x_ptr, bias_ptr, out_ptr, N, K, M,
                     HAS_BIAS, ACT, WIDE_INDEX)
 
 
+@triton.jit
+def _dense_fm_tma_kernel(w_desc, x_desc, bias_ptr, out_ptr, N, K, M, stride_on,
+                         BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
+                         BLOCK_K: tl.constexpr, GROUP_N: tl.constexpr,
+                         HAS_BIAS: tl.constexpr, ACT: tl.constexpr, STAGES: tl.constexpr,
+                         PERSISTENT: tl.constexpr, WIDE_INDEX: tl.constexpr):
+    """:func:`_dense_fm_kernel` with both operands loaded by TMA (the descriptors'
+    boxes are [BLOCK_N, BLOCK_K] of ``w`` and [BLOCK_K, BLOCK_M] of ``x``; TMA fills
+    what lies past the tensors' edges with zeros, so no load needs a mask). With
+    ``PERSISTENT`` each program walks the output blocks ``pid, pid + #programs, ...``."""
+    num_mb = tl.cdiv(M, BLOCK_M)
+    num_nb = tl.cdiv(N, BLOCK_N)
+    num_blocks = num_mb * num_nb
+    step = tl.num_programs(0) if PERSISTENT else num_blocks
+    for block in range(tl.program_id(0), num_blocks, step):
+        nb, mb = _work_item(block, num_mb, num_nb, GROUP_N)
+        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+        for k in tl.range(0, K, BLOCK_K, num_stages=STAGES):
+            wb = w_desc.load([nb * BLOCK_N, k])
+            xb = x_desc.load([k, mb * BLOCK_M])
+            acc = tl.dot(wb, xb, acc)
+        offs_n = nb * BLOCK_N + tl.arange(0, BLOCK_N)
+        offs_m = mb * BLOCK_M + tl.arange(0, BLOCK_M)
+        n_mask = offs_n < N
+        m_mask = offs_m < M
+        b = _load_bias(bias_ptr, offs_n, n_mask, HAS_BIAS)
+        _store_epilogue(acc, b, offs_n, n_mask, offs_m, m_mask, out_ptr, stride_on, 1,
+                        HAS_BIAS, ACT, WIDE_INDEX)
+
+
+def tma_ok(x: Tensor, weight: Tensor) -> bool:
+    """Whether TMA can read ``x`` and ``weight`` (rows contiguous, base addresses and
+    row strides multiples of 16 bytes)."""
+    return all(t.stride(1) == 1 and t.data_ptr() % 16 == 0 and
+               (t.stride(0) * t.element_size()) % 16 == 0 for t in (x, weight))
+
+
 def dense_fm_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], activation: str,
                     cfg: DenseConfig, out: Optional[Tensor] = None) -> Tensor:
     """``activation(weight @ x + bias[:, None])`` for ``x [K, M]``, ``weight [N, K]``
@@ -143,6 +194,10 @@ def dense_fm_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], activatio
         return out
     # pointer offsets stay below 2**31 unless a tensor is that large
     wide = max(x.numel(), weight.numel(), out.numel()) >= 2**31 - 1
+    if cfg.loads == "tma" and tma_ok(x, weight):
+        _launch_tma(x, weight, bias, out, activation, cfg, wide)
+        return out
+    # pointer loads (also a TMA config's fallback when TMA cannot read the operands)
     constexprs = dict(BLOCK_N=cfg.block_n, BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
                       GROUP_N=cfg.group_n, HAS_BIAS=bias is not None,
                       ACT=ACT_CODES[activation], EVEN_K=K % cfg.block_k == 0,
@@ -155,4 +210,22 @@ def dense_fm_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], activatio
     return out
 
 
-__all__ = ["DenseConfig", "dense_configs", "dense_fm_linear"]
+
+def _launch_tma(x, weight, bias, out, activation, cfg, wide) -> None:
+    K, M = x.shape
+    N = weight.shape[0]
+    w_desc = TensorDescriptor.from_tensor(weight, [cfg.block_n, cfg.block_k])
+    x_desc = TensorDescriptor.from_tensor(x, [cfg.block_k, cfg.block_m])
+    blocks = -(-N // cfg.block_n) * -(-M // cfg.block_m)
+    grid = (min(blocks, num_sms(x.device)) if cfg.persistent else blocks,)
+    constexprs = dict(BLOCK_N=cfg.block_n, BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
+                      GROUP_N=cfg.group_n, HAS_BIAS=bias is not None,
+                      ACT=ACT_CODES[activation], STAGES=cfg.num_stages,
+                      PERSISTENT=cfg.persistent, WIDE_INDEX=wide)
+    launch(_dense_fm_tma_kernel, grid,
+           (w_desc, x_desc, bias if bias is not None else weight, out),
+           (N, K, M, out.stride(0)), constexprs, num_warps=cfg.num_warps,
+           num_stages=cfg.num_stages)
+
+
+__all__ = ["DenseConfig", "dense_configs", "dense_fm_linear", "tma_ok"]

@@ -13,8 +13,8 @@ the way ``JITFunction.run`` does after its cache hit (same launcher call, same l
 hooks and launch metadata). Anything unusual takes the ordinary path: the Triton
 interpreter, a Triton without ``knobs`` or a launcher this module does not know.
 
-Kernels launched here take their arguments in the order tensors, scalars, constexprs
-(every sparsefx Triton kernel does).
+Kernels launched here take their arguments in the order tensors (or host tensor
+descriptors), scalars, constexprs (every sparsefx Triton kernel does).
 
 Importable without triton (then :data:`DIRECT` is False); only :func:`launch` runs
 kernels.
@@ -85,11 +85,20 @@ def clear() -> None:
 
 
 def _key(fn, tensors, scalars, constexprs, options) -> tuple:
-    # the pointer alignment and dtype are what Triton specialises a tensor argument on;
     # scalars go in by value, which fixes every property Triton derives from them
     return (fn, _current_device(), tuple(scalars), tuple(constexprs.values()),
-            tuple(options.values()),
-            tuple([(t.dtype, t.data_ptr() % 16 == 0) for t in tensors]))
+            tuple(options.values()), tuple([_tensor_key(t) for t in tensors]))
+
+
+def _tensor_key(t) -> tuple:
+    """What Triton specialises a tensor argument on: dtype and 16-byte alignment; for a
+    host tensor descriptor (``triton.tools.tensor_descriptor.TensorDescriptor``, whose
+    base and strides are 16-byte aligned by construction) its dtype, block shape and
+    padding. The launcher encodes a descriptor's address, shape and strides per call."""
+    if isinstance(t, torch.Tensor):
+        return (t.dtype, t.data_ptr() % 16 == 0)
+    return (type(t).__name__, t.base.dtype, tuple(t.block_shape),
+            getattr(t, "padding", None))
 
 
 def _remember(key, fn, compiled, n_leading: int, constexprs: dict) -> None:
