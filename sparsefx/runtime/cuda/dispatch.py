@@ -329,12 +329,12 @@ def dense_weight(values: Tensor, row_idx: Tensor, row_ptr: Tensor, col_map: Tens
 
 #: ways to run a layer dense. "direct": ``F.linear`` (row-major) or ``addmm(b, W, x)``
 #: (feature-major); "via_row_major" (feature-major only): ``F.linear`` on the transposed
-#: view ``x.t()`` and a Triton transpose of the result — cuBLAS runs the feature-major
-#: product ``W @ x`` at 0.60–0.85× of its row-major speed, the detour at 0.71–0.89×
-#: on 5 of 6 bench shapes (bench/bench_dense_fm.py, NOTES_tile round 5). Feature-major
-#: layers also time the dense Triton kernel of :mod:`triton_dense` (bias and activation
-#: fused), one variant per :func:`triton_dense.dense_configs` entry, named
-#: ``triton_fm_<config>``.
+#: view ``x.t()`` and a Triton transpose of the result. The feature-major ``addmm``
+#: runs at 0.60–0.85× of row-major ``F.linear`` because its bias cannot be fused (the
+#: bare product is at parity), the detour at 0.68–0.88× (bench/bench_dense_fm.py,
+#: NOTES_tile rounds 5 and 8). Feature-major layers also time the dense Triton kernel
+#: of :mod:`triton_dense` (bias and activation fused), one variant per
+#: :func:`triton_dense.dense_configs` entry, named ``triton_fm_<config>``.
 DENSE_VARIANTS = ("direct", "via_row_major")
 
 

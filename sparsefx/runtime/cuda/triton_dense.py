@@ -1,21 +1,22 @@
 """Dense feature-major linear in Triton: ``out [N, M] = act(W [N, K] @ x [K, M] + b)``.
 
 Why: a feature-major tile layer that kernel choice sends to dense (low sparsity) needs
-a dense GEMM that reads ``x [K, M]`` and writes ``out [N, M]``. cuBLAS runs that
-product (its "NN" case) at 0.60–0.85× of the row-major ``F.linear`` it is compared
-with, and cannot fuse a bias that runs along the output's rows, so bias and activation
-cost extra passes over the output (bench/bench_dense_fm.py, NOTES_tile round 5). This
-kernel computes the same product with the bias and activation in its epilogue; kernel
-choice times it next to the cuBLAS variants and keeps the fastest
-(:data:`sparsefx.runtime.cuda.dispatch.DENSE_VARIANTS`).
+a dense GEMM that reads ``x [K, M]`` and writes ``out [N, M]``. cuBLAS runs the bare
+product as fast as the row-major ``F.linear`` (0.93–1.02×), but in ``[N, M]`` the bias
+runs along the first dimension, which neither PyTorch nor cuBLASLt can fuse (cuBLASLt
+rejects its bias epilogue with a row-major output), so ``addmm`` copies the broadcast
+bias into the output and the GEMM reads it back: 0.60–0.85× in all (bench/NOTES_tile.md
+round 8). This kernel computes the product with the bias and activation in its
+epilogue; kernel choice times it next to the cuBLAS variants and keeps the fastest
+(:func:`sparsefx.runtime.cuda.dispatch.dense_variants`).
 
 One program computes one ``[BLOCK_N, BLOCK_M]`` block of ``out`` (or, persistent,
 several in turn); programs are grouped ``GROUP_N`` row blocks × all token blocks, row
 block fastest, so programs that run together read the same ``x`` columns while their
 weight rows stay in L2. Operands are loaded through pointers or, where their addresses
 and row strides allow, by TMA (``DenseConfig.loads``); the round-8 sweep on the H200
-(bench/NOTES_tile.md) found TMA ahead by up to 4% on three of the four bench shapes
-and the pointer kernel ahead on 4096×3072→768.
+(bench/NOTES_tile.md) found TMA loads fastest on three of the four bench shapes and
+pointer loads on 4096×3072→768.
 
 This module imports triton at the top: import it only through
 :mod:`sparsefx.runtime.cuda`, which guards the import.
