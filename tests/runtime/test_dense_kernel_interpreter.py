@@ -77,3 +77,19 @@ def test_config_names_round_trip():
     for bad in ("direct", "via_row_major", "triton_fm_128x128_w8s3g8", "triton_fm_x"):
         with pytest.raises(ValueError, match="not a dense Triton variant"):
             DenseConfig.from_name(bad)
+
+
+def test_relaunch_key_tells_descriptors_apart():
+    """triton_launch keys a host tensor descriptor by what Triton specialises on (dtype,
+    block shape), not by its address: a new buffer reuses the compiled kernel, another
+    block shape or dtype does not."""
+    pytest.importorskip("triton")
+    import torch
+    from triton.tools.tensor_descriptor import TensorDescriptor
+    from sparsefx.runtime.cuda.triton_launch import _tensor_key
+    a, b = torch.zeros(64, 64, dtype=torch.float16), torch.ones(128, 64, dtype=torch.float16)
+    key = _tensor_key(TensorDescriptor.from_tensor(a, [16, 32]))
+    assert _tensor_key(TensorDescriptor.from_tensor(b, [16, 32])) == key
+    assert _tensor_key(TensorDescriptor.from_tensor(a, [32, 32])) != key
+    assert _tensor_key(TensorDescriptor.from_tensor(a.bfloat16(), [16, 32])) != key
+    assert _tensor_key(a) == (torch.float16, a.data_ptr() % 16 == 0)
