@@ -28,12 +28,14 @@ from sparsefx.runtime.cuda.triton_dense import DenseConfig, dense_fm_linear
 ACT = {"none": lambda y: y, "relu": torch.relu, "gelu": F.gelu, "silu": F.silu}
 gen = torch.Generator().manual_seed(0)
 dtype = torch.float16
+# block_n = 48 runs the three-part kernel (block heights that are not powers of two);
 # TMA configs read by descriptor where K and M are multiples of 8 (16-byte rows) and
 # fall back to pointer loads elsewhere; the persistent one runs 4 programs (the
 # interpreter's SM count) over more output blocks
 configs = (DenseConfig(32, 16, 16, 4, 2), DenseConfig(16, 32, 32, 4, 2, group_n=2),
            DenseConfig(16, 16, 32, 4, 2, loads="tma"),
-           DenseConfig(16, 16, 16, 4, 2, group_n=2, loads="tma", persistent=True))
+           DenseConfig(16, 16, 16, 4, 2, group_n=2, loads="tma", persistent=True),
+           DenseConfig(48, 16, 16, 4, 2))           # three 16-row parts per block
 for N, K, M, act, with_bias in ((50, 64, 77, "gelu", True), (33, 40, 1, "relu", False),
                                 (16, 96, 32, "silu", True), (70, 0, 9, "relu", True),
                                 (48, 17, 130, "none", False), (70, 40, 72, "gelu", True)):
@@ -77,6 +79,11 @@ def test_config_names_round_trip():
     for bad in ("direct", "via_row_major", "triton_fm_128x128_w8s3g8", "triton_fm_x"):
         with pytest.raises(ValueError, match="not a dense Triton variant"):
             DenseConfig.from_name(bad)
+    assert DenseConfig.from_name("triton_fm_192x128x64_w8s4g8").block_n == 192
+    with pytest.raises(ValueError, match="power of two"):
+        DenseConfig(96 + 64, 128, 64, 8, 4)
+    with pytest.raises(ValueError, match="needs pointer loads"):
+        DenseConfig(192, 128, 64, 8, 4, loads="tma")
 
 
 def test_relaunch_key_tells_descriptors_apart():

@@ -14,9 +14,9 @@ One program computes one ``[BLOCK_N, BLOCK_M]`` block of ``out`` (or, persistent
 several in turn); programs are grouped ``GROUP_N`` row blocks × all token blocks, row
 block fastest, so programs that run together read the same ``x`` columns while their
 weight rows stay in L2. Operands are loaded through pointers or, where their addresses
-and row strides allow, by TMA (``DenseConfig.loads``); the round-8 sweep on the H200
-(bench/NOTES_tile.md) found TMA loads fastest on three of the four bench shapes and
-pointer loads on 4096×3072→768.
+and row strides allow, by TMA (``DenseConfig.loads``). Block heights are powers of two
+or three times one (three dots share each x tile), because at N = 768 192-row blocks
+fill the GPU where 128 and 256 do not (bench/NOTES_tile.md round 8).
 
 This module imports triton at the top: import it only through
 :mod:`sparsefx.runtime.cuda`, which guards the import.
@@ -43,7 +43,7 @@ from sparsefx.runtime.cuda.triton_tile import ACT_CODES, _load_bias, _store_epil
 class DenseConfig:
     """Launch configuration of :func:`dense_fm_linear`."""
 
-    block_n: int
+    block_n: int                 # a power of two, or 3 × one (pointer loads only)
     block_m: int
     block_k: int
     num_warps: int
@@ -51,6 +51,13 @@ class DenseConfig:
     group_n: int = 8
     loads: str = "ptr"           # "ptr": pointer loads; "tma": TMA (tensor descriptors)
     persistent: bool = False     # tma only: one program per SM walks the output blocks
+
+    def __post_init__(self):
+        part = self.block_n // 3 if self.block_n % 3 == 0 else self.block_n
+        if part < 1 or part & (part - 1):
+            raise ValueError(f"block_n must be a power of two or 3 × one, got {self.block_n}")
+        if part != self.block_n and self.loads != "ptr":
+            raise ValueError(f"block_n = {self.block_n} (3 × {part}) needs pointer loads")
 
     @property
     def name(self) -> str:
@@ -85,10 +92,11 @@ def dense_configs(M: int) -> list[DenseConfig]:
     if M <= 1024:
         return [DenseConfig(64, 64, 64, 4, 4), DenseConfig(128, 64, 64, 4, 4),
                 DenseConfig(128, 128, 64, 8, 3)]
-    # the round-8 sweep's winners (bench/NOTES_tile.md): 128x256 blocks on every bench
-    # shape, TMA loads on three of four
+    # the round-8 sweeps' winners (bench/NOTES_tile.md): 128x256 blocks (TMA loads on
+    # three of five bench shapes) and, where N = 768, 192-row blocks
     return [DenseConfig(128, 256, 64, 8, 4), DenseConfig(128, 256, 64, 8, 3, loads="tma"),
-            DenseConfig(128, 256, 64, 8, 3, loads="tma", persistent=True)]
+            DenseConfig(128, 256, 64, 8, 3, loads="tma", persistent=True),
+            DenseConfig(192, 128, 32, 8, 4)]
 
 
 @triton.jit
@@ -131,6 +139,72 @@ def _dense_fm_kernel(w_ptr, x_ptr, bias_ptr, out_ptr, N, K, M,
         w_tile += BLOCK_K
         x_tile += BLOCK_K * stride_xk
     _store_epilogue(acc, b, offs_n, n_mask, offs_m, m_mask, out_ptr, stride_on, 1,
+                    HAS_BIAS, ACT, WIDE_INDEX)
+
+
+@triton.jit
+def _dense_fm_3part_kernel(w_ptr, x_ptr, bias_ptr, out_ptr, N, K, M,
+                           stride_wn, stride_xk, stride_on,
+                           PART_N: tl.constexpr, BLOCK_M: tl.constexpr,
+                           BLOCK_K: tl.constexpr, GROUP_N: tl.constexpr,
+                           HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
+                           EVEN_K: tl.constexpr, WIDE_INDEX: tl.constexpr):
+    """:func:`_dense_fm_kernel` for blocks of ``3 * PART_N`` output rows, computed as
+    three dots that share each loaded x tile. Why: Triton block shapes are powers of
+    two, and for N = 768 those give 3 or 6 row blocks — at M = 4096, 96 blocks of
+    128×256 for 132 SMs (a quarter idle) or 192 of 128×128 (1.5 per SM). Blocks of 192
+    rows make 4 × 32 = 128."""
+    num_mb = tl.cdiv(M, BLOCK_M)
+    nb, mb = _work_item(tl.program_id(0), num_mb, tl.cdiv(N, 3 * PART_N), GROUP_N)
+    rows_a = nb * 3 * PART_N + tl.arange(0, PART_N)
+    rows_b = rows_a + PART_N
+    rows_c = rows_b + PART_N
+    offs_m = mb * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_k = tl.arange(0, BLOCK_K)
+    m_mask = offs_m < M
+    if WIDE_INDEX:
+        x_rows = offs_k.to(tl.int64) * stride_xk
+        w_a = w_ptr + rows_a.to(tl.int64)[:, None] * stride_wn + offs_k[None, :]
+    else:
+        x_rows = offs_k * stride_xk
+        w_a = w_ptr + rows_a[:, None] * stride_wn + offs_k[None, :]
+    w_b = w_a + PART_N * stride_wn
+    w_c = w_b + PART_N * stride_wn
+    x_tile = x_ptr + x_rows[:, None] + offs_m[None, :]
+    acc_a = tl.zeros((PART_N, BLOCK_M), dtype=tl.float32)
+    acc_b = tl.zeros((PART_N, BLOCK_M), dtype=tl.float32)
+    acc_c = tl.zeros((PART_N, BLOCK_M), dtype=tl.float32)
+    for k in range(0, K, BLOCK_K):
+        if EVEN_K:
+            k_mask = offs_k < BLOCK_K                     # all true: no K tail
+        else:
+            k_mask = (k + offs_k) < K
+        xb = tl.load(x_tile, mask=k_mask[:, None] & m_mask[None, :], other=0.0)
+        acc_a = tl.dot(tl.load(w_a, mask=(rows_a < N)[:, None] & k_mask[None, :],
+                               other=0.0), xb, acc_a)
+        acc_b = tl.dot(tl.load(w_b, mask=(rows_b < N)[:, None] & k_mask[None, :],
+                               other=0.0), xb, acc_b)
+        acc_c = tl.dot(tl.load(w_c, mask=(rows_c < N)[:, None] & k_mask[None, :],
+                               other=0.0), xb, acc_c)
+        w_a += BLOCK_K
+        w_b += BLOCK_K
+        w_c += BLOCK_K
+        x_tile += BLOCK_K * stride_xk
+    _store_rows(acc_a, rows_a, N, offs_m, m_mask, bias_ptr, out_ptr, stride_on,
+                HAS_BIAS, ACT, WIDE_INDEX)
+    _store_rows(acc_b, rows_b, N, offs_m, m_mask, bias_ptr, out_ptr, stride_on,
+                HAS_BIAS, ACT, WIDE_INDEX)
+    _store_rows(acc_c, rows_c, N, offs_m, m_mask, bias_ptr, out_ptr, stride_on,
+                HAS_BIAS, ACT, WIDE_INDEX)
+
+
+@triton.jit
+def _store_rows(acc, rows, N, offs_m, m_mask, bias_ptr, out_ptr, stride_on,
+                HAS_BIAS: tl.constexpr, ACT: tl.constexpr, WIDE_INDEX: tl.constexpr):
+    """Bias, activation and store of output rows ``rows`` (those below N)."""
+    n_mask = rows < N
+    b = _load_bias(bias_ptr, rows, n_mask, HAS_BIAS)
+    _store_epilogue(acc, b, rows, n_mask, offs_m, m_mask, out_ptr, stride_on, 1,
                     HAS_BIAS, ACT, WIDE_INDEX)
 
 
@@ -198,6 +272,9 @@ def dense_fm_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], activatio
     if cfg.loads == "tma" and tma_ok(x, weight):
         _launch_tma(x, weight, bias, out, activation, cfg, wide)
         return out
+    if cfg.block_n & (cfg.block_n - 1):
+        _launch_3part(x, weight, bias, out, activation, cfg, wide)
+        return out
     # pointer loads (also a TMA config's fallback when TMA cannot read the operands)
     constexprs = dict(BLOCK_N=cfg.block_n, BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
                       GROUP_N=cfg.group_n, HAS_BIAS=bias is not None,
@@ -210,6 +287,20 @@ def dense_fm_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], activatio
            constexprs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return out
 
+
+
+def _launch_3part(x, weight, bias, out, activation, cfg, wide) -> None:
+    K, M = x.shape
+    N = weight.shape[0]
+    constexprs = dict(PART_N=cfg.block_n // 3, BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
+                      GROUP_N=cfg.group_n, HAS_BIAS=bias is not None,
+                      ACT=ACT_CODES[activation], EVEN_K=K % cfg.block_k == 0,
+                      WIDE_INDEX=wide)
+    grid = (-(-N // cfg.block_n) * -(-M // cfg.block_m),)
+    launch(_dense_fm_3part_kernel, grid,
+           (weight, x, bias if bias is not None else weight, out),
+           (N, K, M, weight.stride(0), x.stride(0), out.stride(0)),
+           constexprs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
 
 def _launch_tma(x, weight, bias, out, activation, cfg, wide) -> None:
