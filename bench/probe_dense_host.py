@@ -10,22 +10,9 @@ import torch
 import torch.nn.functional as F
 from triton.testing import do_bench
 
+from profile_host import per_call_us     # bench/ is on sys.path when run as a script
 from sparsefx.patterns.tile import TileLayout, pack
 from sparsefx.runtime.cuda import dispatch
-
-
-def per_call_us(fn, calls: int) -> float:
-    """Host µs per call of back-to-back calls (as bench/profile_host.py)."""
-    import time
-    for _ in range(50):
-        fn()
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    host = (time.perf_counter() - start) / calls
-    torch.cuda.synchronize()
-    return host * 1e6
 
 
 def main():

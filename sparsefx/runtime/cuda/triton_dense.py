@@ -23,6 +23,7 @@ This module imports triton at the top: import it only through
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Optional
@@ -37,6 +38,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 from sparsefx.runtime.cuda.triton_launch import launch, next_power_of_2
 from sparsefx.runtime.cuda.triton_tile import ACT_CODES, _load_bias, _store_epilogue, \
     _work_item, num_sms
+from sparsefx.runtime.ops import apply_activation
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class DenseConfig:
                 + ("_pers" if self.persistent else ""))
 
     @staticmethod
+    @functools.lru_cache(maxsize=None)       # parsed on every eager dense call
     def from_name(name: str) -> "DenseConfig":
         """Inverse of :attr:`name`; raises ValueError for anything else."""
         match = _NAME.fullmatch(name)
@@ -264,7 +267,6 @@ def dense_fm_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], activatio
         # an empty sum: the output is activation(bias) (or activation(0))
         fill = torch.zeros(N, dtype=torch.float32, device=x.device) if bias is None \
             else bias.float()
-        from sparsefx.runtime.ops import apply_activation
         out.copy_(apply_activation(fill, activation)[:, None].expand(N, M))
         return out
     # pointer offsets stay below 2**31 unless a tensor is that large
@@ -272,33 +274,26 @@ def dense_fm_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], activatio
     if cfg.loads == "tma" and tma_ok(x, weight):
         _launch_tma(x, weight, bias, out, activation, cfg, wide)
         return out
-    if cfg.block_n & (cfg.block_n - 1):
-        _launch_3part(x, weight, bias, out, activation, cfg, wide)
-        return out
     # pointer loads (also a TMA config's fallback when TMA cannot read the operands)
-    constexprs = dict(BLOCK_N=cfg.block_n, BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
-                      GROUP_N=cfg.group_n, HAS_BIAS=bias is not None,
-                      ACT=ACT_CODES[activation], EVEN_K=K % cfg.block_k == 0,
-                      WIDE_INDEX=wide)
-    grid = (-(-N // cfg.block_n) * -(-M // cfg.block_m),)
-    launch(_dense_fm_kernel, grid,
-           (weight, x, bias if bias is not None else weight, out),
-           (N, K, M, weight.stride(0), x.stride(0), out.stride(0)),
-           constexprs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    _launch_pointer(x, weight, bias, out, activation, cfg, wide)
     return out
 
 
-
-def _launch_3part(x, weight, bias, out, activation, cfg, wide) -> None:
+def _launch_pointer(x, weight, bias, out, activation, cfg, wide) -> None:
+    """The pointer-load kernel, or its three-part form for block heights 3 × 2^k."""
     K, M = x.shape
     N = weight.shape[0]
-    constexprs = dict(PART_N=cfg.block_n // 3, BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
+    if cfg.block_n & (cfg.block_n - 1):
+        kernel, height = _dense_fm_3part_kernel, dict(PART_N=cfg.block_n // 3)
+    else:
+        kernel, height = _dense_fm_kernel, dict(BLOCK_N=cfg.block_n)
+    # constexprs in signature order (triton_launch relaunches positionally)
+    constexprs = dict(**height, BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
                       GROUP_N=cfg.group_n, HAS_BIAS=bias is not None,
                       ACT=ACT_CODES[activation], EVEN_K=K % cfg.block_k == 0,
                       WIDE_INDEX=wide)
     grid = (-(-N // cfg.block_n) * -(-M // cfg.block_m),)
-    launch(_dense_fm_3part_kernel, grid,
-           (weight, x, bias if bias is not None else weight, out),
+    launch(kernel, grid, (weight, x, bias if bias is not None else weight, out),
            (N, K, M, weight.stride(0), x.stride(0), out.stride(0)),
            constexprs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
