@@ -53,7 +53,12 @@ def variants(w, x_fm, b):
         finally:
             torch.backends.cuda.preferred_blas_library(previous)
 
-    from sparsefx.runtime.cuda.triton_dense import dense_configs, dense_fm_linear
+    from sparsefx.runtime.cuda.triton_dense import dense_configs, dense_fm_linear, \
+        mm_then_epilogue
+
+    def mm_then_triton_bias():
+        return mm_then_epilogue(x_fm, w, b, "none")
+
     triton_variants = {cfg.name: lambda cfg=cfg: dense_fm_linear(x_fm, w, b, "none", cfg)
                        for cfg in dense_configs(M)}
 
@@ -63,6 +68,7 @@ def variants(w, x_fm, b):
             "linear(x.T, W, b).T.contiguous()": linear_then_transpose,
             "addmm(b[:,None], Wk.T, x) (W stored K-major)": addmm_kmajor_weight,
             "transpose_2d(linear(x.T, W, b))": linear_then_triton_transpose,
+            "mm(W, x) + Triton bias pass": mm_then_triton_bias,
             **triton_variants}
 
 

@@ -138,12 +138,14 @@ def fmt_cfg(cfg) -> str:
 
 def fmt_choice(r) -> str:
     """"sparse", "dense", or for a feature-major layer's other dense variants
-    (dispatch.dense_variants) "dense via rm" (row-major cuBLAS and a transpose) or
-    "dense triton" (the dense Triton kernel)."""
+    (dispatch.dense_variants) "dense via rm" (row-major cuBLAS and a transpose),
+    "dense mm+bias" (cuBLAS's bare product and a Triton bias pass) or "dense triton"
+    (the dense Triton kernel)."""
     variant = r.get("dense_variant") or "direct"
     if r["choice"] != "dense" or variant == "direct":
         return r["choice"]
-    return "dense via rm" if variant == "via_row_major" else "dense triton"
+    return {"via_row_major": "dense via rm",
+            "mm_epilogue": "dense mm+bias"}.get(variant, "dense triton")
 
 
 def fmt_row(r) -> str:

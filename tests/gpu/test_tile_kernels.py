@@ -142,7 +142,7 @@ def test_op_dispatch_and_cache(fresh_cache, feature_major):
     assert again.key == dec.key and again.choice == dec.choice
 
 
-@pytest.mark.parametrize("variant", ["direct", "via_row_major", "triton"])
+@pytest.mark.parametrize("variant", ["direct", "via_row_major", "mm_epilogue", "triton"])
 @pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "nobias"])
 @pytest.mark.parametrize("M", [1, 77, 256])
 def test_dense_fallback_path(fresh_cache, variant, with_bias, M):

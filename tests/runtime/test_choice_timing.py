@@ -97,6 +97,6 @@ def test_direct_dense_failing_is_an_error(monkeypatch):
 def test_feature_major_dense_variants_include_the_triton_kernel():
     for M in (1, 100, 4096):
         fm = dispatch.dense_variants(True, M)
-        assert fm[:2] == ("direct", "via_row_major") and len(fm) > 2
-        assert all(v.startswith("triton_fm_") for v in fm[2:])
+        assert fm[:3] == ("direct", "via_row_major", "mm_epilogue") and len(fm) > 3
+        assert all(v.startswith("triton_fm_") for v in fm[3:])
         assert dispatch.dense_variants(False, M) == ("direct",)

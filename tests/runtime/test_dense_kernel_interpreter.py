@@ -2,6 +2,8 @@
 loads, grid and persistent) on CPU tensors under ``TRITON_INTERPRET=1``: their code
 checked without a GPU.
 
+Also the in-place bias/activation pass of ``mm_then_epilogue``.
+
 Odd N, M and K (K both a multiple of BLOCK_K and not), one token, an empty K, every
 activation, with and without bias, into NaN-poisoned outputs against the float64
 reference. A subprocess, as the flag is read when triton is first imported; needs
@@ -23,7 +25,8 @@ SCRIPT = r"""
 import torch
 import torch.nn.functional as F
 from sparsefx_testing import kernel_rel_err
-from sparsefx.runtime.cuda.triton_dense import DenseConfig, dense_fm_linear
+from sparsefx.runtime.cuda.triton_dense import DenseConfig, dense_fm_linear, \
+    mm_then_epilogue
 
 ACT = {"none": lambda y: y, "relu": torch.relu, "gelu": F.gelu, "silu": F.silu}
 gen = torch.Generator().manual_seed(0)
@@ -59,6 +62,13 @@ for N, K, M, act, with_bias in ((50, 64, 77, "gelu", True), (33, 40, 1, "relu", 
     if bias is not None:
         ref2 = ref2 + bias.double()[:, None]
     assert kernel_rel_err(got, ACT[act](ref2)) < 1e-2
+    # the bare product and the in-place bias/activation pass (N, M not multiples of
+    # its 32x256 blocks); the product is exact in float64 here, so the pass is what
+    # is checked (it must cover every element: a skipped block keeps the raw product)
+    got = mm_then_epilogue(x.double(), w.double(), None if bias is None else
+                           bias.double(), act)
+    assert got.shape == (N, M) and got.is_contiguous()
+    assert kernel_rel_err(got, ref) < 1e-6, (N, K, M, act, "mm_then_epilogue")
 print("ok")
 """
 

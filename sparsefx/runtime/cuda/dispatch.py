@@ -35,16 +35,18 @@ from sparsefx.runtime.cuda.plan import TilePlan, get_plan
 from sparsefx.runtime.cuda import sm90_tile
 from sparsefx.runtime.cuda.triton_tile import TileConfig, launch_tile_kernel, num_sms
 from sparsefx.runtime.cuda.transpose import transpose_2d
-from sparsefx.runtime.cuda.triton_dense import DenseConfig, dense_configs, dense_fm_linear
+from sparsefx.runtime.cuda.triton_dense import DenseConfig, dense_configs, dense_fm_linear, \
+    mm_then_epilogue
 from sparsefx.runtime.cuda.triton_launch import next_power_of_2
 from sparsefx.runtime.ops import _check_tile_args, apply_activation
 
 #: bump when kernels change so stale on-disk decisions are not reused
+# v9: feature-major layers also time cuBLAS's bare product plus a Triton bias pass;
 # v8: feature-major layers also time the dense Triton kernel (triton_dense);
 # v7: the grid kernel reads its column blocks from a table (TilePlan.blocks_for);
 # v6: two-pass timing in kernel choice; v5: sm90 producer rework and bulk-store
 # epilogue; v4: sm90 CUDA C++ candidates; v3: CUDA graphs
-KERNEL_VERSION = "tile-triton-v8"
+KERNEL_VERSION = "tile-triton-v9"
 CACHE_ENV = "SPARSEFX_CACHE_DIR"
 _SUPPORTED = (torch.float16, torch.bfloat16)
 
@@ -329,13 +331,15 @@ def dense_weight(values: Tensor, row_idx: Tensor, row_ptr: Tensor, col_map: Tens
 
 #: ways to run a layer dense. "direct": ``F.linear`` (row-major) or ``addmm(b, W, x)``
 #: (feature-major); "via_row_major" (feature-major only): ``F.linear`` on the transposed
-#: view ``x.t()`` and a Triton transpose of the result. The feature-major ``addmm``
-#: runs at 0.60–0.85× of row-major ``F.linear`` because its bias cannot be fused (the
-#: bare product is at parity), the detour at 0.68–0.88× (bench/bench_dense_fm.py,
-#: NOTES_tile rounds 5 and 8). Feature-major layers also time the dense Triton kernel
-#: of :mod:`triton_dense` (bias and activation fused), one variant per
-#: :func:`triton_dense.dense_configs` entry, named ``triton_fm_<config>``.
-DENSE_VARIANTS = ("direct", "via_row_major")
+#: view ``x.t()`` and a Triton transpose of the result; "mm_epilogue" (feature-major
+#: only): cuBLAS's bare ``W @ x`` and a Triton pass adding the bias (and activation) in
+#: place. The feature-major ``addmm`` runs at 0.60–0.85× of row-major ``F.linear``
+#: because its bias cannot be fused (the bare product is at parity), the detour at
+#: 0.68–0.88× (bench/bench_dense_fm.py, NOTES_tile rounds 5, 8 and 9). Feature-major
+#: layers also time the dense Triton kernel of :mod:`triton_dense` (bias and activation
+#: fused), one variant per :func:`triton_dense.dense_configs` entry, named
+#: ``triton_fm_<config>``.
+DENSE_VARIANTS = ("direct", "via_row_major", "mm_epilogue")
 
 
 def dense_variants(feature_major: bool, M: int) -> tuple[str, ...]:
@@ -357,6 +361,8 @@ def dense_forward(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor,
         return apply_activation(F.linear(x, w, b), activation).contiguous()
     if variant == "via_row_major":
         return transpose_2d(apply_activation(F.linear(x.t(), w, b), activation))
+    if variant == "mm_epilogue":
+        return mm_then_epilogue(x, w, b, activation)
     if variant != "direct":
         return dense_fm_linear(x, w, b, activation, DenseConfig.from_name(variant))
     y = w @ x if b is None else torch.addmm(b[:, None], w, x)

@@ -241,6 +241,51 @@ def _dense_fm_tma_kernel(w_desc, x_desc, bias_ptr, out_ptr, N, K, M, stride_on,
                         HAS_BIAS, ACT, WIDE_INDEX)
 
 
+@triton.jit
+def _bias_act_rows_kernel(y_ptr, bias_ptr, N, M, stride_yn,
+                          BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
+                          HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
+                          WIDE_INDEX: tl.constexpr):
+    """In place, ``y[n, m] = act(y[n, m] + bias[n])`` for one ``[BLOCK_N, BLOCK_M]``
+    block of a ``[N, M]`` tensor with contiguous rows (the epilogue of
+    :func:`mm_then_epilogue`)."""
+    num_mb = tl.cdiv(M, BLOCK_M)
+    nb = tl.program_id(0) // num_mb
+    mb = tl.program_id(0) % num_mb
+    offs_n = nb * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m = mb * BLOCK_M + tl.arange(0, BLOCK_M)
+    n_mask = offs_n < N
+    m_mask = offs_m < M
+    if WIDE_INDEX:
+        off = offs_n.to(tl.int64)[:, None] * stride_yn + offs_m.to(tl.int64)[None, :]
+    else:
+        off = offs_n[:, None] * stride_yn + offs_m[None, :]
+    y = tl.load(y_ptr + off, mask=n_mask[:, None] & m_mask[None, :], other=0.0)
+    b = _load_bias(bias_ptr, offs_n, n_mask, HAS_BIAS)
+    _store_epilogue(y.to(tl.float32), b, offs_n, n_mask, offs_m, m_mask, y_ptr,
+                    stride_yn, 1, HAS_BIAS, ACT, WIDE_INDEX)
+
+
+def mm_then_epilogue(x: Tensor, weight: Tensor, bias: Optional[Tensor],
+                     activation: str) -> Tensor:
+    """``activation(weight @ x + bias[:, None])`` as cuBLAS's bare product (as fast
+    as the row-major ``F.linear``, bench/NOTES_tile.md round 8) followed by one
+    Triton pass that adds the bias and applies the activation in place, while the
+    product is still in L2. Returns a contiguous ``[N, M]`` tensor."""
+    out = torch.mm(weight, x)
+    N, M = out.shape
+    if (bias is None and activation == "none") or out.numel() == 0:
+        return out
+    block_n, block_m = 32, 256
+    wide = out.numel() >= 2**31 - 1
+    grid = (-(-N // block_n) * -(-M // block_m),)
+    launch(_bias_act_rows_kernel, grid, (out, bias if bias is not None else out),
+           (N, M, out.stride(0)),
+           dict(BLOCK_N=block_n, BLOCK_M=block_m, HAS_BIAS=bias is not None,
+                ACT=ACT_CODES[activation], WIDE_INDEX=wide), num_warps=4, num_stages=1)
+    return out
+
+
 def tma_ok(x: Tensor, weight: Tensor) -> bool:
     """Whether TMA can read ``x`` and ``weight`` (rows contiguous, base addresses and
     row strides multiples of 16 bytes)."""
@@ -315,4 +360,4 @@ def _launch_tma(x, weight, bias, out, activation, cfg, wide) -> None:
            num_stages=cfg.num_stages)
 
 
-__all__ = ["DenseConfig", "dense_configs", "dense_fm_linear", "tma_ok"]
+__all__ = ["DenseConfig", "dense_configs", "dense_fm_linear", "mm_then_epilogue", "tma_ok"]
