@@ -65,15 +65,6 @@
 #ifndef SFX_DIAG_NO_MMA
 #define SFX_DIAG_NO_MMA 0     // consumers issue no wgmma
 #endif
-#ifndef SFX_DIAG_PAIR_LOCAL_W
-#define SFX_DIAG_PAIR_LOCAL_W 0  // pair kernel: each CTA loads its own weights (no multicast)
-#endif
-#ifndef SFX_DIAG_PAIR_NO_CLUSTER
-#define SFX_DIAG_PAIR_NO_CLUSTER 0  // with PAIR_LOCAL_W: pairs are plain CTAs 2c, 2c+1
-#endif
-#ifndef SFX_DIAG_CLUSTER_ALL
-#define SFX_DIAG_CLUSTER_ALL 0  // the other kernels are launched in clusters of two too
-#endif
 #ifndef SFX_DIAG_FP16_ONLY
 #define SFX_DIAG_FP16_ONLY 0  // instantiate only the fp16 kernels (faster variant builds)
 #endif
@@ -140,56 +131,6 @@ __device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map
       " [%0], [%1, {%3, %4}], [%2];" ::"r"(dst),
       "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1)
       : "memory");
-}
-
-// The same box into this CTA and its cluster partner (ctaMask 0b11): each destination
-// gets the data at offset `dst` of its own shared memory and the byte count on its own
-// mbarrier at offset `bar`.
-__device__ __forceinline__ void tma_load_2d_pair(uint32_t dst, const CUtensorMap* map,
-                                                 uint32_t bar, int c0, int c1) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
-      ".multicast::cluster [%0], [%1, {%3, %4}], [%2], %5;" ::"r"(dst),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1),
-      "h"(static_cast<uint16_t>(3))
-      : "memory");
-}
-
-// non-blocking: whether the phase with this parity has completed
-__device__ __forceinline__ bool mbar_test(uint32_t bar, uint32_t parity) {
-  uint32_t done;
-  asm volatile(
-      "{\n.reg .pred p;\n"
-      "mbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-      "selp.u32 %0, 1, 0, p;\n}\n"
-      : "=r"(done)
-      : "r"(bar), "r"(parity)
-      : "memory");
-  return done != 0;
-}
-
-// Arrive on the mbarrier at offset `bar` of cluster CTA `rank` (this CTA or its
-// partner). Default (.release.cta) semantics, as CUTLASS's ClusterBarrier: what the
-// arrival publishes is that this warp's wgmma reads of a slot are complete (waited for),
-// and the slot is then rewritten only by TMA. A .release.cluster arrive compiles to a
-// MEMBAR.ALL.GPU per arrival, and with it the pair kernel ran 3.5x slower
-// (bench/NOTES_tile.md round 9).
-__device__ __forceinline__ void mbar_arrive_cluster(uint32_t bar, uint32_t rank) {
-  uint32_t remote;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(bar), "r"(rank));
-  asm volatile("mbarrier.arrive.shared::cluster.b64 _, [%0];" ::"r"(remote) : "memory");
-}
-
-__device__ __forceinline__ uint32_t cluster_rank() {
-  uint32_t r;
-  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
-  return r;
-}
-
-// all threads of both CTAs of the cluster
-__device__ __forceinline__ void cluster_sync() {
-  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;"
-               ::: "memory");
 }
 
 __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, uint32_t src_bytes) {
@@ -440,87 +381,47 @@ __device__ __forceinline__ void epilogue_tma(const Params& p, const float* acc, 
 // features and split the tokens. PP = true (ping-pong): the two consumer warpgroups take
 // alternate items of the CTA's list and each computes a whole [BN, BM] item, so one
 // warpgroup's epilogue overlaps the other's tensor-core work.
-//
-// PAIR (cooperative, BN = 128 only): clusters of two CTAs take the same column block on
-// the two M-blocks of a 2*BM-token pair block (rank r: M-block 2j + r). Each CTA loads
-// one 64-column half of every weight block and multicasts it to both, so a weight block
-// crosses L2 once per 2*BM tokens instead of once per BM (the weights were 30% of the L2
-// bytes at 75% sparsity, bench/NOTES_tile.md rounds 4, 5 and 9). A weight slot can then
-// be refilled only when the consumers of BOTH CTAs have released it, so the weights get
-// their own ring of W_STAGES slots, deeper than the x ring (STAGES), and CTA pairs can
-// drift apart by the difference without stalling each other: one ring for both
-// operands coupled the pair at every stage and was slower (round 4). Without PAIR one
-// ring of STAGES slots holds both operands of a K-step (W_STAGES is unused).
-template <int BN, int BM, int STAGES, bool PP, int W_STAGES = STAGES, bool PAIR = false>
+template <int BN, int BM, int STAGES, bool PP>
 struct Cfg {
-  static_assert(!PAIR || (!PP && BN == 128), "pairs: cooperative 128-feature items");
   static constexpr int A_BYTES = BN / 64 * CHUNK_BYTES;
   static constexpr int B_BYTES = BM / 64 * CHUNK_BYTES;
   static constexpr int STAGE_BYTES = A_BYTES + B_BYTES;
-  static constexpr int RING_BYTES = PAIR ? W_STAGES * A_BYTES + STAGES * B_BYTES
-                                         : STAGES * STAGE_BYTES;
   static constexpr int OUT_BYTES = 2 * 2 * 8192;  // two 8 KB store buffers per consumer
-  static constexpr int NBARS = 2 * STAGES + 2 + (PAIR ? 2 * W_STAGES : 0);
-  static constexpr int SMEM = RING_BYTES + OUT_BYTES + 1024 + NBARS * 8;
+  static constexpr int SMEM = STAGES * STAGE_BYTES + OUT_BYTES + 1024 + (2 * STAGES + 2) * 8;
   static constexpr int NH = PP ? BN / 64 : 1;                     // m64 blocks per warpgroup
   static constexpr int WG_N = PP || BN == 64 ? (PP ? BM : BM / 2) : BM;  // tokens per wgmma
   static constexpr int ACC = NH * WG_N / 2;                       // fp32 registers
 };
 
-template <typename T, int BN, int BM, int STAGES, bool PP, int W_STAGES, bool PAIR>
+template <typename T, int BN, int BM, int STAGES, bool PP>
 __global__ void __launch_bounds__(THREADS, 1)
     tile_linear_sm90_kernel(const __grid_constant__ Params p) {
-  using C = Cfg<BN, BM, STAGES, PP, W_STAGES, PAIR>;
+  using C = Cfg<BN, BM, STAGES, PP>;
   constexpr bool BF16 = std::is_same<T, __nv_bfloat16>::value;
 
   extern __shared__ uint8_t smem_raw[];
   const uint32_t base = (smem_u32(smem_raw) + 1023u) & ~1023u;
-  const uint32_t obufs = base + C::RING_BYTES;  // epilogue store buffers
+  const uint32_t obufs = base + STAGES * C::STAGE_BYTES;  // epilogue store buffers
   const uint32_t bars = obufs + C::OUT_BYTES;
-  // x ring (and, without PAIR, the weights of the same K-step): full / empty
   auto full = [&](int s) { return bars + 8u * s; };
   auto empty = [&](int s) { return bars + 8u * (STAGES + s); };
   // ping-pong: turn(c) lets consumer warpgroup c start its next item's main loop
   auto turn = [&](int c) { return bars + 8u * (2 * STAGES + c); };
-  // PAIR: the weight ring's full / empty
-  auto wfull = [&](int s) { return bars + 8u * (2 * STAGES + 2 + s); };
-  auto wempty = [&](int s) { return bars + 8u * (2 * STAGES + 2 + W_STAGES + s); };
-  // shared-memory slots of the weight block (A) and the x rows (B) of ring slot s
-  auto w_slot = [&](int s) {
-    return PAIR ? base + s * C::A_BYTES : base + s * C::STAGE_BYTES;
-  };
-  auto x_slot = [&](int s) {
-    return PAIR ? base + W_STAGES * C::A_BYTES + s * C::B_BYTES
-                : base + s * C::STAGE_BYTES + C::A_BYTES;
-  };
 
   const int tid = threadIdx.x;
   if (tid == 0) {
     for (int s = 0; s < STAGES; ++s) {
-      // 128 producer threads (+ without PAIR the weight TMA's expect_tx arrive)
-      mbar_init(full(s), PAIR ? 128 : 128 + 1);
+      mbar_init(full(s), 128 + 1);  // 128 producer threads + the TMA expect_tx arrive
       mbar_init(empty(s), PP ? 4 : 8);  // one arrive per consuming warp
     }
     mbar_init(turn(0), 4);  // one arrive per warp of the other consumer warpgroup
     mbar_init(turn(1), 4);
-    if (PAIR) {
-      for (int s = 0; s < W_STAGES; ++s) {
-        mbar_init(wfull(s), 1);       // this CTA's expect_tx arrive (bytes: both halves)
-        mbar_init(wempty(s), SFX_DIAG_PAIR_LOCAL_W ? 8 : 2 * 8);  // every consumer warp of both CTAs
-      }
-    }
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
-  // PAIR: the partner multicasts into this CTA's slots and arrives on its barriers, so
-  // both CTAs' barriers must be initialised before either starts
-  if (PAIR && !SFX_DIAG_PAIR_NO_CLUSTER) cluster_sync(); else __syncthreads();
+  __syncthreads();
 
-  const uint32_t rank = PAIR ? (SFX_DIAG_PAIR_NO_CLUSTER ? blockIdx.x & 1 : cluster_rank()) : 0;
-  const int prog = PAIR ? blockIdx.x / 2 : blockIdx.x;  // a pair shares one work list
-  const int first = p.progs[2 * prog];
-  const int last = prog + 1 < p.num_progs ? p.progs[2 * prog + 2] : p.n_items;
-  // M-block of this CTA in an item whose fourth field is `w`
-  auto m_block = [&](int w) { return PAIR ? 2 * w + static_cast<int>(rank) : w; };
+  const int first = p.progs[2 * blockIdx.x];
+  const int last = blockIdx.x + 1 < p.num_progs ? p.progs[2 * blockIdx.x + 2] : p.n_items;
 
   if (tid < 128) {
     // ================================================================ producer
@@ -565,56 +466,12 @@ __global__ void __launch_bounds__(THREADS, 1)
     uint32_t phase = 0;
     int4 next_item = first < last ? p.items[first] : make_int4(0, 0, 0, 0);
     int ahead = load_index(next_item.x, next_item.y);  // indices of the next K-step
-    // PAIR, warp 0: the weight loads walk the work list on their own cursor, ahead of
-    // the x gather by up to W_STAGES K-steps (as far as both CTAs have freed slots). The
-    // whole warp runs this loop (lane 0 issues): a lane-0-only branch here left warp 0
-    // diverged through its gather's shuffles, and the pair kernel ran 3.5x slower
-    // (bench/NOTES_tile.md round 9).
-    int w_it = first, w_k0 = 0, w_stage = 0, w_issued = 0, x_steps = 0;
-    uint32_t w_phase = 0;
-    int4 w_item = next_item;
-    // issue weight K-steps in order: blocking until K-step `need` is issued, then more
-    // while their slots are already free
-    auto pump_weights = [&](int need) {
-      while (w_it < last) {
-        if (w_k0 >= w_item.y) {  // this item's weights are all issued (or it has none)
-          if (++w_it < last) w_item = p.items[w_it];
-          w_k0 = 0;
-          continue;
-        }
-        if (w_issued > need) {
-          // lane 0's view, so that the warp stays converged
-          const bool free_slot = mbar_test(wempty(w_stage), w_phase ^ 1);
-          if (!__shfl_sync(0xffffffffu, free_slot, 0)) break;
-        } else {
-          mbar_wait(wempty(w_stage), w_phase ^ 1);
-        }
-        if (lane == 0) {
-          mbar_arrive_expect_tx(wfull(w_stage), SFX_DIAG_NO_W ? 0 : C::A_BYTES);
-          if (SFX_DIAG_PAIR_LOCAL_W) {
-            for (int c = 0; c < 2; ++c)
-              tma_load_2d(w_slot(w_stage) + c * CHUNK_BYTES, &p.w_map, wfull(w_stage),
-                          w_item.z % p.G + 64 * c, w_item.x + w_k0);
-          } else if (!SFX_DIAG_NO_W) {
-            tma_load_2d_pair(w_slot(w_stage) + rank * CHUNK_BYTES, &p.w_map, wfull(w_stage),
-                             w_item.z % p.G + 64 * static_cast<int>(rank), w_item.x + w_k0);
-          }
-        }
-        __syncwarp();
-        w_k0 += BK;
-        ++w_issued;
-        if (++w_stage == W_STAGES) {
-          w_stage = 0;
-          w_phase ^= 1;
-        }
-      }
-    };
     for (int it = first; it < last; ++it) {
       const int4 item = next_item;
       next_item = it + 1 < last ? p.items[it + 1] : make_int4(0, 0, 0, 0);
       const int start = item.x, k_t = item.y;
       const int n0 = item.z % p.G;
-      const int m = m_block(item.w) * BM + 8 * q;
+      const int m = item.w * BM + 8 * q;
       const int left = p.M - m;
       const uint32_t m_bytes = left >= 8 ? 16u : (left > 0 ? 2u * left : 0u);
       const char* xcol = xbytes + 2ll * (left > 0 ? m : 0);
@@ -626,12 +483,10 @@ __global__ void __launch_bounds__(THREADS, 1)
         } else {
           ahead = load_index(next_item.x, next_item.y);
         }
-        if (PAIR && tid < 32) pump_weights(x_steps);
-        ++x_steps;
         mbar_wait(empty(stage), phase ^ 1);
-        const uint32_t sB = x_slot(stage);
-        if (!PAIR && tid == 0) {
-          const uint32_t sA = w_slot(stage);
+        const uint32_t sA = base + stage * C::STAGE_BYTES;
+        const uint32_t sB = sA + C::A_BYTES;
+        if (tid == 0) {
           mbar_arrive_expect_tx(full(stage), SFX_DIAG_NO_W ? 0 : C::A_BYTES);
 #pragma unroll
           for (int c = 0; c < BN / 64; ++c)
@@ -682,7 +537,7 @@ __global__ void __launch_bounds__(THREADS, 1)
     const int lane = tid & 31;
     // shared-memory offsets (within a stage) of this warpgroup's A and B operands
     const uint32_t a_off = (!PP && BN == 128 ? ci : 0) * CHUNK_BYTES;
-    const uint32_t b_off = (!PP && BN == 64 ? ci * (WG_N / 64) : 0) * CHUNK_BYTES;
+    const uint32_t b_off = C::A_BYTES + (!PP && BN == 64 ? ci * (WG_N / 64) : 0) * CHUNK_BYTES;
     const int feat0 = !PP && BN == 128 ? 64 * ci : 0;
     float acc[C::ACC];
     // ring position: counts the K-steps of every item of the CTA's list in list order,
@@ -692,17 +547,6 @@ __global__ void __launch_bounds__(THREADS, 1)
     int turns = 0;  // ping-pong: main loops this warpgroup has started
     int oring = 0;  // tma_out: store buffers this warpgroup has filled
     const int wg_tid = tid % 128;
-    // a consumed K-step's slots go back: the x slot to this CTA's producer, the weight
-    // slot (PAIR) to the producers of both CTAs, which multicast into it
-    auto release = [&](int xs, int ws) {
-      mbar_arrive(empty(xs));
-      if (PAIR && SFX_DIAG_PAIR_LOCAL_W) {
-        mbar_arrive(wempty(ws));
-      } else if (PAIR) {
-        mbar_arrive_cluster(wempty(ws), 0);
-        mbar_arrive_cluster(wempty(ws), 1);
-      }
-    };
     for (int it = first + (PP ? ci : 0); it < last; it += PP ? 2 : 1) {
       const int4 item = p.items[it];
       const int nsteps = (item.y + BK - 1) / BK;
@@ -715,17 +559,14 @@ __global__ void __launch_bounds__(THREADS, 1)
       // ahead of the producer, and the barrier's phase parity cannot tell laps apart.
       if (PP && (ci == 1 || turns > 0)) mbar_wait(turn(ci), (turns - (ci == 0)) & 1);
       ++turns;
-      int prev = 0, prev_w = 0;
+      int prev = 0;
       for (int ks = 0; ks < nsteps; ++ks, ++step) {
         const int stage = step % STAGES;
-        const int wstage = PAIR ? step % W_STAGES : stage;
         mbar_wait(full(stage), (step / STAGES) & 1);
-        if (PAIR) mbar_wait(wfull(wstage), (step / W_STAGES) & 1);
         // the x rows were written by cp.async (generic proxy), wgmma reads through the
         // async proxy: order them after the barrier's acquire
         if (!SFX_DIAG_NO_FENCE) fence_proxy_async();
-        const uint32_t sa = w_slot(wstage) + a_off;
-        const uint32_t sb = x_slot(stage) + b_off;
+        const uint32_t s0 = base + stage * C::STAGE_BYTES;
         fence_regs<C::ACC>(acc);
         wgmma_fence();
 #pragma unroll
@@ -735,8 +576,8 @@ __global__ void __launch_bounds__(THREADS, 1)
             // 16 K-rows = two 8-row groups of 1024 bytes
             if (!SFX_DIAG_NO_MMA)
             Wgmma<WG_N, BF16>::mma(acc + h * (WG_N / 2),
-                                   make_desc(sa + h * CHUNK_BYTES + kk * 2048),
-                                   make_desc(sb + kk * 2048), (ks > 0 || kk > 0) ? 1 : 0);
+                                   make_desc(s0 + a_off + h * CHUNK_BYTES + kk * 2048),
+                                   make_desc(s0 + b_off + kk * 2048), (ks > 0 || kk > 0) ? 1 : 0);
           }
         }
         wgmma_commit();
@@ -745,10 +586,9 @@ __global__ void __launch_bounds__(THREADS, 1)
           wgmma_wait<1>();
           fence_regs<C::ACC>(acc);
           __syncwarp();
-          if (lane == 0) release(prev, prev_w);
+          if (lane == 0) mbar_arrive(empty(prev));
         }
         prev = stage;
-        prev_w = wstage;
       }
       if (PP) {  // every K-step of this item is issued: the partner may start its item
         __syncwarp();
@@ -758,10 +598,10 @@ __global__ void __launch_bounds__(THREADS, 1)
         wgmma_wait<0>();
         fence_regs<C::ACC>(acc);
         __syncwarp();
-        if (lane == 0) release(prev, prev_w);
+        if (lane == 0) mbar_arrive(empty(prev));
       }
       if (PP && it + 1 < last) step += (p.items[it + 1].y + BK - 1) / BK;  // partner's item
-      const int tok0 = m_block(item.w) * BM + (!PP && BN == 64 ? ci * WG_N : 0);
+      const int tok0 = item.w * BM + (!PP && BN == 64 ? ci * WG_N : 0);
 #pragma unroll
       for (int h = 0; h < NH; ++h) {
         const float* a = acc + h * (WG_N / 2);
@@ -787,9 +627,6 @@ __global__ void __launch_bounds__(THREADS, 1)
     // the shared-memory buffers must outlive the bulk stores that read them
     if (p.tma_out && wg_tid == 0) bulk_wait_all();
   }
-  // PAIR: the partner's consumers still arrive on this CTA's weight barriers after this
-  // CTA's last K-step; neither CTA may exit before both are done
-  if (PAIR && !SFX_DIAG_PAIR_NO_CLUSTER) cluster_sync();
 }
 
 // ------------------------------------------------------------------ host side
@@ -816,11 +653,10 @@ static EncodeFn encode_fn(int* err) {
   return fn;
 }
 
-template <typename T, int BN, int BM, int STAGES, bool PP, int W_STAGES = STAGES,
-          bool PAIR = false>
+template <typename T, int BN, int BM, int STAGES, bool PP>
 static int launch(const Params& p, int grid, cudaStream_t stream) {
-  using C = Cfg<BN, BM, STAGES, PP, W_STAGES, PAIR>;
-  auto kernel = tile_linear_sm90_kernel<T, BN, BM, STAGES, PP, W_STAGES, PAIR>;
+  using C = Cfg<BN, BM, STAGES, PP>;
+  auto kernel = tile_linear_sm90_kernel<T, BN, BM, STAGES, PP>;
   static bool attr_done = false;  // one per instantiation
   if (!attr_done) {
     cudaError_t e =
@@ -828,47 +664,19 @@ static int launch(const Params& p, int grid, cudaStream_t stream) {
     if (e != cudaSuccess) return static_cast<int>(e);
     attr_done = true;
   }
-  if ((!PAIR && !SFX_DIAG_CLUSTER_ALL) || (PAIR && SFX_DIAG_PAIR_NO_CLUSTER)) {
-    kernel<<<PAIR ? 2 * grid : grid, THREADS, C::SMEM, stream>>>(p);
-    return static_cast<int>(cudaGetLastError());
-  }
-  // one cluster of two CTAs per program
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(PAIR ? 2 * grid : (grid + 1) / 2 * 2, 1, 1);
-  cfg.blockDim = dim3(THREADS, 1, 1);
-  cfg.dynamicSmemBytes = C::SMEM;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = 2;
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  return static_cast<int>(cudaLaunchKernelEx(&cfg, kernel, p));
+  kernel<<<grid, THREADS, C::SMEM, stream>>>(p);
+  return static_cast<int>(cudaGetLastError());
 }
-
-#ifndef SFX_PAIR_X_STAGES
-#define SFX_PAIR_X_STAGES 3   // x ring of the pair kernel (32 KB per slot)
-#endif
-#ifndef SFX_PAIR_W_STAGES
-#define SFX_PAIR_W_STAGES 6   // weight ring of the pair kernel (16 KB per slot)
-#endif
 
 template <typename T>
 static int launch_typed(const Params& p, int block_n, int block_m, int grid,
                         cudaStream_t stream) {
   // cooperative [BN, 256] items, 4 stages (48 / 40 KB each); ping-pong [BN, 128] items,
-  // 6 / 8 stages (32 / 24 KB each); pairs of cooperative [128, 256] items sharing the
-  // weights (block_m 512 names the pair block; `grid` counts pairs), 3 x stages and 6
-  // weight stages; every kernel also holds 32 KB of store buffers
+  // 6 / 8 stages (32 / 24 KB each); every kernel also holds 32 KB of store buffers
   if (block_n == 128 && block_m == 256) return launch<T, 128, 256, 4, false>(p, grid, stream);
   if (block_n == 64 && block_m == 256) return launch<T, 64, 256, 4, false>(p, grid, stream);
   if (block_n == 128 && block_m == 128) return launch<T, 128, 128, 6, true>(p, grid, stream);
   if (block_n == 64 && block_m == 128) return launch<T, 64, 128, 8, true>(p, grid, stream);
-  if (block_n == 128 && block_m == 512)
-    return launch<T, 128, 256, SFX_PAIR_X_STAGES, false, SFX_PAIR_W_STAGES, true>(p, grid,
-                                                                                  stream);
   return -1;
 }
 
@@ -957,34 +765,4 @@ extern "C" const char* sfx_tile_linear_sm90_error(int code) {
   if (code == -2) return "the CUDA driver does not provide cuTensorMapEncodeTiled";
   if (code <= -1000) return "cuTensorMapEncodeTiled failed (CUresult = -code - 1000)";
   return cudaGetErrorString(static_cast<cudaError_t>(code));
-}
-
-// How many clusters of the pair kernel (dtype 0 fp16, 1 bf16) can be resident at once:
-// the pair kernel's persistent schedule assumes one cluster per two SMs. A negative
-// value is a cudaError_t (negated).
-extern "C" int sfx_tile_linear_sm90_pair_clusters(int dtype) {
-  using namespace sfx_sm90;
-  using C = Cfg<128, 256, SFX_PAIR_X_STAGES, false, SFX_PAIR_W_STAGES, true>;
-  auto kernel = dtype == 0
-                    ? tile_linear_sm90_kernel<__half, 128, 256, SFX_PAIR_X_STAGES, false,
-                                              SFX_PAIR_W_STAGES, true>
-                    : tile_linear_sm90_kernel<__nv_bfloat16, 128, 256, SFX_PAIR_X_STAGES,
-                                              false, SFX_PAIR_W_STAGES, true>;
-  cudaError_t e =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
-  if (e != cudaSuccess) return -static_cast<int>(e);
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(2 * 66, 1, 1);
-  cfg.blockDim = dim3(THREADS, 1, 1);
-  cfg.dynamicSmemBytes = C::SMEM;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = 2;
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  int n = 0;
-  e = cudaOccupancyMaxActiveClusters(&n, reinterpret_cast<const void*>(kernel), &cfg);
-  return e == cudaSuccess ? n : -static_cast<int>(e);
 }

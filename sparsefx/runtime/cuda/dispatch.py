@@ -221,25 +221,16 @@ def candidate_configs(M: int, G: int, feature_major: bool) -> list[TileConfig]:
 def sm90_configs(M: int, G: int) -> list[TileConfig]:
     """Candidates of the Hopper CUDA C++ kernel (:mod:`sm90_tile`) when its library
     loads on this GPU (compute capability 9.0) and ``G % 64 == 0``: cooperative
-    [BN, 256] items and ping-pong [BN, 128] items, one persistent CTA per SM, and for
-    M > 256 and ``G % 128 == 0`` pairs of cooperative items sharing the weights by
-    multicast. Skipped for M <= 64, where a 128-token block wastes most of the
-    tensor-core work. :func:`decide` keeps whichever candidate measures fastest
-    (bench/NOTES_tile.md rounds 3, 4 and 9)."""
+    [BN, 256] items and ping-pong [BN, 128] items, one persistent CTA per SM. Skipped
+    for M <= 64, where a 128-token block wastes most of the tensor-core work.
+    :func:`decide` keeps whichever candidate measures fastest (bench/NOTES_tile.md
+    rounds 3-4)."""
     if M <= 64 or G % 64 or not sm90_tile.available():
         return []
-    block_ms = (512, 256, 128) if M > 256 else (256, 128)
-    return [cfg for cfg in (sm90_config(G, bm) for bm in block_ms) if cfg is not None]
-
-
-def sm90_config(G: int, block_m: int) -> Optional[TileConfig]:
-    """The sm90 kernel's config for ``block_m`` tokens per program (512: a CTA pair),
-    ``None`` when the library has no kernel for it at this ``G``."""
     bn = min(128, G)
-    if not sm90_tile.supports(G, bn, block_m):
-        return None
-    return TileConfig(bn, block_m, sm90_tile.BLOCK_K, 12, sm90_tile.BLOCKS[(bn, block_m)],
-                      group_cb=32, flat=1, impl="sm90")
+    return [TileConfig(bn, bm, sm90_tile.BLOCK_K, 12, sm90_tile.BLOCKS[(bn, bm)],
+                       group_cb=32, flat=1, impl="sm90")
+            for bm in (256, 128) if sm90_tile.supports(G, bn, bm)]
 
 
 def default_config(M: int, G: int, feature_major: bool) -> TileConfig:
@@ -290,11 +281,8 @@ def sparse_forward(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor,
         x2 = transpose_2d(x2) if x_fm else x2.contiguous()
     schedule = None
     if cfg.flat and M:
-        programs = cfg.flat * num_sms(x.device)
-        if cfg.impl == "sm90":
-            programs //= sm90_tile.ctas_per_program(cfg.block_n, cfg.block_m)
-        schedule = plan.schedule_for(cfg.block_n, cfg.block_m, cfg.block_k, M, programs,
-                                     cfg.group_cb, x.device)
+        schedule = plan.schedule_for(cfg.block_n, cfg.block_m, cfg.block_k, M,
+                                     cfg.flat * num_sms(x.device), cfg.group_cb, x.device)
     if cfg.impl == "sm90":
         if M:
             sm90_tile.launch(x2, values, row_idx, col_map, bias, out2, feature_major,

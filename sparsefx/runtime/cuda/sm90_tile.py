@@ -25,18 +25,9 @@ ACT_CODES = {"none": 0, "relu": 1, "gelu": 2, "silu": 3}
 DTYPE_CODES = {torch.float16: 0, torch.bfloat16: 1}
 #: (block_n, block_m) -> pipeline stages, as compiled in the library: [BN, 256] items
 #: shared by both consumer warpgroups (cooperative), [BN, 128] items one per warpgroup
-#: (ping-pong); block_m = 512 names pairs of cooperative [128, 256] items, two CTAs
-#: (a cluster) on the two halves of a 512-token block sharing each weight block by
-#: multicast (3 x stages; the weights have their own 6-slot ring)
-BLOCKS = {(128, 256): 4, (64, 256): 4, (128, 128): 6, (64, 128): 8, (128, 512): 3}
+#: (ping-pong)
+BLOCKS = {(128, 256): 4, (64, 256): 4, (128, 128): 6, (64, 128): 8}
 BLOCK_K = 64
-
-
-def ctas_per_program(block_n: int, block_m: int) -> int:
-    """CTAs that work on one program of the host's schedule (two for the pair kernel:
-    one per 256-token half of its M-blocks; the schedule then has one program per
-    two SMs)."""
-    return 2 if block_m == 512 else 1
 
 _configured = False
 
@@ -157,5 +148,4 @@ def launch(x2: Tensor, values: Tensor, row_idx: Tensor, col_map: Tensor,
         raise RuntimeError(f"sfx_tile_linear_sm90 failed ({code}): {msg}")
 
 
-__all__ = ["available", "why_not", "supports", "launch", "library", "ctas_per_program",
-           "BLOCKS", "BLOCK_K"]
+__all__ = ["available", "why_not", "supports", "launch", "library", "BLOCKS", "BLOCK_K"]
