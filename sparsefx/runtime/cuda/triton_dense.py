@@ -36,8 +36,8 @@ from torch import Tensor
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from sparsefx.runtime.cuda.triton_launch import launch, next_power_of_2
-from sparsefx.runtime.cuda.triton_tile import ACT_CODES, _load_bias, _store_epilogue, \
-    _work_item, num_sms
+from sparsefx.runtime.cuda.triton_tile import ACT_CODES, _after_previous_kernel, \
+    _load_bias, _store_epilogue, _work_item, num_sms, pdl_enabled
 from sparsefx.runtime.ops import apply_activation
 
 
@@ -107,9 +107,11 @@ def _dense_fm_kernel(w_ptr, x_ptr, bias_ptr, out_ptr, N, K, M,
                      stride_wn, stride_xk, stride_on,
                      BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
                      GROUP_N: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
-                     EVEN_K: tl.constexpr, WIDE_INDEX: tl.constexpr):
+                     EVEN_K: tl.constexpr, WIDE_INDEX: tl.constexpr, USE_PDL: tl.constexpr):
     """One ``[BLOCK_N, BLOCK_M]`` block of ``out``; ``w``, ``x`` and ``out`` have unit
-    stride along their last dimension (K, M and M)."""
+    stride along their last dimension (K, M and M). ``USE_PDL``: see
+    :func:`triton_tile._after_previous_kernel`."""
+    _after_previous_kernel(USE_PDL)
     num_mb = tl.cdiv(M, BLOCK_M)
     nb, mb = _work_item(tl.program_id(0), num_mb, tl.cdiv(N, BLOCK_N), GROUP_N)
     offs_n = nb * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -151,12 +153,14 @@ def _dense_fm_3part_kernel(w_ptr, x_ptr, bias_ptr, out_ptr, N, K, M,
                            PART_N: tl.constexpr, BLOCK_M: tl.constexpr,
                            BLOCK_K: tl.constexpr, GROUP_N: tl.constexpr,
                            HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
-                           EVEN_K: tl.constexpr, WIDE_INDEX: tl.constexpr):
+                           EVEN_K: tl.constexpr, WIDE_INDEX: tl.constexpr,
+                           USE_PDL: tl.constexpr):
     """:func:`_dense_fm_kernel` for blocks of ``3 * PART_N`` output rows, computed as
     three dots that share each loaded x tile. Why: Triton block shapes are powers of
     two, and for N = 768 those give 3 or 6 row blocks — at M = 4096, 96 blocks of
     128×256 for 132 SMs (a quarter idle) or 192 of 128×128 (1.5 per SM). Blocks of 192
     rows make 4 × 32 = 128."""
+    _after_previous_kernel(USE_PDL)
     num_mb = tl.cdiv(M, BLOCK_M)
     nb, mb = _work_item(tl.program_id(0), num_mb, tl.cdiv(N, 3 * PART_N), GROUP_N)
     rows_a = nb * 3 * PART_N + tl.arange(0, PART_N)
@@ -216,11 +220,13 @@ def _dense_fm_tma_kernel(w_desc, x_desc, bias_ptr, out_ptr, N, K, M, stride_on,
                          BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
                          BLOCK_K: tl.constexpr, GROUP_N: tl.constexpr,
                          HAS_BIAS: tl.constexpr, ACT: tl.constexpr, STAGES: tl.constexpr,
-                         PERSISTENT: tl.constexpr, WIDE_INDEX: tl.constexpr):
+                         PERSISTENT: tl.constexpr, WIDE_INDEX: tl.constexpr,
+                         USE_PDL: tl.constexpr):
     """:func:`_dense_fm_kernel` with both operands loaded by TMA (the descriptors'
     boxes are [BLOCK_N, BLOCK_K] of ``w`` and [BLOCK_K, BLOCK_M] of ``x``; TMA fills
     what lies past the tensors' edges with zeros, so no load needs a mask). With
     ``PERSISTENT`` each program walks the output blocks ``pid, pid + #programs, ...``."""
+    _after_previous_kernel(USE_PDL)
     num_mb = tl.cdiv(M, BLOCK_M)
     num_nb = tl.cdiv(N, BLOCK_N)
     num_blocks = num_mb * num_nb
@@ -245,10 +251,11 @@ def _dense_fm_tma_kernel(w_desc, x_desc, bias_ptr, out_ptr, N, K, M, stride_on,
 def _bias_act_rows_kernel(y_ptr, bias_ptr, N, M, stride_yn,
                           BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
                           HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
-                          WIDE_INDEX: tl.constexpr):
+                          WIDE_INDEX: tl.constexpr, USE_PDL: tl.constexpr):
     """In place, ``y[n, m] = act(y[n, m] + bias[n])`` for one ``[BLOCK_N, BLOCK_M]``
     block of a ``[N, M]`` tensor with contiguous rows (the epilogue of
     :func:`mm_then_epilogue`)."""
+    _after_previous_kernel(USE_PDL)
     num_mb = tl.cdiv(M, BLOCK_M)
     nb = tl.program_id(0) // num_mb
     mb = tl.program_id(0) % num_mb
@@ -279,10 +286,12 @@ def mm_then_epilogue(x: Tensor, weight: Tensor, bias: Optional[Tensor],
     block_n, block_m = 32, 256
     wide = out.numel() >= 2**31 - 1
     grid = (-(-N // block_n) * -(-M // block_m),)
+    pdl = pdl_enabled(out.device)
     launch(_bias_act_rows_kernel, grid, (out, bias if bias is not None else out),
            (N, M, out.stride(0)),
            dict(BLOCK_N=block_n, BLOCK_M=block_m, HAS_BIAS=bias is not None,
-                ACT=ACT_CODES[activation], WIDE_INDEX=wide), num_warps=4, num_stages=1)
+                ACT=ACT_CODES[activation], WIDE_INDEX=wide, USE_PDL=pdl),
+           num_warps=4, num_stages=1, launch_pdl=pdl)
     return out
 
 
@@ -336,11 +345,12 @@ def _launch_pointer(x, weight, bias, out, activation, cfg, wide) -> None:
     constexprs = dict(**height, BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
                       GROUP_N=cfg.group_n, HAS_BIAS=bias is not None,
                       ACT=ACT_CODES[activation], EVEN_K=K % cfg.block_k == 0,
-                      WIDE_INDEX=wide)
+                      WIDE_INDEX=wide, USE_PDL=pdl_enabled(x.device))
     grid = (-(-N // cfg.block_n) * -(-M // cfg.block_m),)
     launch(kernel, grid, (weight, x, bias if bias is not None else weight, out),
            (N, K, M, weight.stride(0), x.stride(0), out.stride(0)),
-           constexprs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+           constexprs, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+           launch_pdl=constexprs["USE_PDL"])
 
 
 def _launch_tma(x, weight, bias, out, activation, cfg, wide) -> None:
@@ -353,11 +363,12 @@ def _launch_tma(x, weight, bias, out, activation, cfg, wide) -> None:
     constexprs = dict(BLOCK_N=cfg.block_n, BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
                       GROUP_N=cfg.group_n, HAS_BIAS=bias is not None,
                       ACT=ACT_CODES[activation], STAGES=cfg.num_stages,
-                      PERSISTENT=cfg.persistent, WIDE_INDEX=wide)
+                      PERSISTENT=cfg.persistent, WIDE_INDEX=wide,
+                      USE_PDL=pdl_enabled(x.device))
     launch(_dense_fm_tma_kernel, grid,
            (w_desc, x_desc, bias if bias is not None else weight, out),
            (N, K, M, out.stride(0)), constexprs, num_warps=cfg.num_warps,
-           num_stages=cfg.num_stages)
+           num_stages=cfg.num_stages, launch_pdl=constexprs["USE_PDL"])
 
 
 __all__ = ["DenseConfig", "dense_configs", "dense_fm_linear", "mm_then_epilogue", "tma_ok"]

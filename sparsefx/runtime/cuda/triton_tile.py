@@ -29,6 +29,7 @@ This module imports triton at the top: import it only through
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -116,6 +117,19 @@ def _store_epilogue(acc, b, cols, n_mask, offs_m, m_mask, out_ptr, stride_on,
 
 
 @triton.jit
+def _after_previous_kernel(USE_PDL: tl.constexpr):
+    """With programmatic dependent launch (``USE_PDL``, Hopper): wait here until the
+    previous kernel in the stream has finished and its writes are visible, then let
+    the next one launch. Before this point a kernel may read only what no kernel
+    writes (the host-built block tables); x, the weights and the bias may all come
+    from the kernel before. The launch, the CTAs' start and those table loads then
+    overlap the previous kernel's tail instead of following it."""
+    if USE_PDL:
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
+
+
+@triton.jit
 def _work_item(w, num_mb, num_cb, GROUP_CB: tl.constexpr):
     """Map work item ``w`` to (position in the launch order of column blocks, M-block).
 
@@ -190,6 +204,7 @@ def _tile_linear_kernel(
     G: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_K: tl.constexpr, GROUP_CB: tl.constexpr, HAS_BIAS: tl.constexpr,
     ACT: tl.constexpr, COLS_CONTIG: tl.constexpr, WIDE_INDEX: tl.constexpr,
+    USE_PDL: tl.constexpr,
 ):
     """One program per work item; the hardware scheduler balances (launch order =
     LPT order). ``blocks_ptr``: int32 [num_cb, 4] = (first packed row, k_t,
@@ -201,6 +216,7 @@ def _tile_linear_kernel(
     k_t = tl.load(blocks_ptr + 4 * pos + 1)
     j0 = tl.load(blocks_ptr + 4 * pos + 2)
     c0 = tl.load(blocks_ptr + 4 * pos + 3)
+    _after_previous_kernel(USE_PDL)
     _tile_block(x_ptr, w_ptr, row_idx_ptr, col_map_ptr, bias_ptr, out_ptr,
                 start, k_t, j0, c0, mb, M, n_kept, stride_xk, stride_xm, stride_on,
                 stride_om,
@@ -214,6 +230,7 @@ def _tile_linear_flat(
     G: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_K: tl.constexpr, HAS_BIAS: tl.constexpr,
     ACT: tl.constexpr, COLS_CONTIG: tl.constexpr, WIDE_INDEX: tl.constexpr,
+    USE_PDL: tl.constexpr,
 ):
     """Persistent grid with ONE loop over every K-step of every work item of this
     program (the host's list schedule, :meth:`TilePlan.schedule_for`), and the epilogue
@@ -229,6 +246,7 @@ def _tile_linear_flat(
     pid = tl.program_id(0)
     it = tl.load(progs_ptr + 2 * pid) - 1
     steps = tl.load(progs_ptr + 2 * pid + 1)
+    _after_previous_kernel(USE_PDL)
     offs_n = tl.arange(0, BLOCK_N)
     offs_k = tl.arange(0, BLOCK_K)
     ar_m = tl.arange(0, BLOCK_M)
@@ -308,25 +326,41 @@ def launch_tile_kernel(x2: Tensor, x_feature_major: bool, values: Tensor, row_id
     wide = max(x2.numel(), out2.numel(), values.numel()) >= 2**31 - 1
     b_arg = bias if bias is not None else values
     strides = (stride_xk, stride_xm, stride_on, stride_om)
-    options = dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    pdl = pdl_enabled(x2.device)
+    options = dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages, launch_pdl=pdl)
     # constexprs in signature order (triton_launch relaunches positionally)
     if cfg.flat:
         items, progs = schedule
         constexprs = dict(G=G, BLOCK_N=cfg.block_n, BLOCK_M=cfg.block_m,
                           BLOCK_K=cfg.block_k, HAS_BIAS=bias is not None,
                           ACT=ACT_CODES[activation], COLS_CONTIG=cols_contig,
-                          WIDE_INDEX=wide)
+                          WIDE_INDEX=wide, USE_PDL=pdl)
         launch(_tile_linear_flat, (progs.shape[0],),
                (x2, values, row_idx, col_map, b_arg, out2, items, progs),
                (M, col_map.numel(), *strides), constexprs, **options)
         return
     constexprs = dict(G=G, BLOCK_N=cfg.block_n, BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
                       GROUP_CB=cfg.group_cb, HAS_BIAS=bias is not None,
-                      ACT=ACT_CODES[activation], COLS_CONTIG=cols_contig, WIDE_INDEX=wide)
+                      ACT=ACT_CODES[activation], COLS_CONTIG=cols_contig, WIDE_INDEX=wide,
+                      USE_PDL=pdl)
     # -(-a // b): triton.cdiv is a jit function, ~5 µs per host call
     launch(_tile_linear_kernel, (num_cb * -(-M // cfg.block_m),),
            (x2, values, row_idx, col_map, b_arg, out2, blocks),
            (M, col_map.numel(), num_cb, *strides), constexprs, **options)
+
+
+_pdl: dict = {}
+
+
+def pdl_enabled(device: torch.device) -> bool:
+    """Whether the tile kernels launch with programmatic dependent launch: on CUDA
+    devices of compute capability 9.0 or newer, unless ``SPARSEFX_PDL=0``."""
+    hit = _pdl.get(device)
+    if hit is None:
+        hit = (device.type == "cuda" and os.environ.get("SPARSEFX_PDL", "1") != "0"
+               and torch.cuda.get_device_capability(device)[0] >= 9)
+        _pdl[device] = hit
+    return hit
 
 
 def num_sms(device: torch.device) -> int:

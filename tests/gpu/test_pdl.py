@@ -1,0 +1,105 @@
+"""Programmatic dependent launch (Hopper): the Triton kernels start while the kernel
+before them in the stream finishes and wait (``griddepcontrol.wait``) before reading
+anything it wrote (``triton_tile._after_previous_kernel``).
+
+A race would show where one kernel reads what the previous one writes. So each case is
+a chain of three layers, each reading the previous layer's output, captured in a CUDA
+graph (back-to-back launches, where the overlap happens) and replayed with a fresh input
+each time. Every layer's output is compared with the float64 reference applied to the
+previous layer's actual output: a kernel that read its input too early would see the
+previous replay's values, which no longer match.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sparsefx.patterns.tile import unpack_tensors
+from sparsefx.runtime.ops import apply_activation
+from sparsefx_testing import make_tile_layer
+
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+WIDTH, M = 384, 1000
+
+
+def _layers(gen):
+    layers = []
+    for _ in range(3):
+        packed, _ = make_tile_layer(WIDTH, WIDTH, 128, "uneven", gen)
+        tensors = (packed.values.to("cuda", torch.float16), packed.row_idx.cuda(),
+                   packed.row_ptr.cuda(), packed.col_map.cuda())
+        bias = torch.randn(WIDTH, generator=gen).to("cuda", torch.float16)
+        layers.append((tensors, bias))
+    return layers
+
+
+def _run_layer(path, x, tensors, bias):
+    from sparsefx.runtime.cuda import dispatch
+    from sparsefx.runtime.cuda.plan import get_plan
+    from sparsefx.runtime.cuda.triton_tile import TileConfig
+    values, row_idx, row_ptr, col_map = tensors
+    if path in ("grid", "flat"):
+        cfg = TileConfig(128, 128, 64, 8, 3, group_cb=8, flat=2 if path == "flat" else 0)
+        plan = get_plan(row_ptr, col_map, WIDTH, 128)
+        return dispatch.sparse_forward(x, values, row_idx, row_ptr, col_map, bias, WIDTH,
+                                       "gelu", True, plan, cfg)
+    variant = path if path == "mm_epilogue" else \
+        [v for v in dispatch.dense_variants(True, M) if v.startswith("triton_fm_")][-1]
+    return dispatch.dense_forward(x, values, row_idx, row_ptr, col_map, bias, WIDTH,
+                                  "gelu", True, variant)
+
+
+def _check_chain(x, outs, layers):
+    prev = x
+    for out, (tensors, bias) in zip(outs, layers):
+        w = unpack_tensors(tensors[0].double(), *tensors[1:], WIDTH, WIDTH)
+        ref = apply_activation(w @ prev.double() + bias.double()[:, None], "gelu")
+        err = float((out.double() - ref).norm() / ref.norm())
+        assert err < 2e-3, err
+        prev = out
+
+
+@pytest.mark.parametrize("path", ["grid", "flat", "dense_triton", "mm_epilogue"])
+def test_chained_layers_under_graph_replay(fresh_cache, path):
+    from sparsefx.runtime.cuda.triton_tile import pdl_enabled
+    if not pdl_enabled(torch.device("cuda")):
+        pytest.skip("programmatic dependent launch needs compute capability 9.0+")
+    gen = torch.Generator().manual_seed(11)
+    layers = _layers(gen)
+    x = torch.randn(WIDTH, M, generator=gen).to("cuda", torch.float16)
+
+    def chain():
+        outs, h = [], x
+        for tensors, bias in layers:
+            h = _run_layer(path, h, tensors, bias)
+            outs.append(h)
+        return outs
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        _check_chain(x, chain(), layers)           # eager, and compiles the kernels
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outs = chain()
+    for _ in range(3):
+        x.copy_(torch.randn(WIDTH, M, generator=gen).to("cuda", torch.float16))
+        graph.replay()
+        torch.cuda.synchronize()
+        _check_chain(x, outs, layers)
+
+
+def test_pdl_switch(monkeypatch):
+    """``SPARSEFX_PDL=0`` turns it off; CPU tensors never use it."""
+    from sparsefx.runtime.cuda import triton_tile
+    monkeypatch.setattr(triton_tile, "_pdl", {})
+    monkeypatch.setenv("SPARSEFX_PDL", "0")
+    assert not triton_tile.pdl_enabled(torch.device("cuda"))
+    monkeypatch.setattr(triton_tile, "_pdl", {})
+    monkeypatch.delenv("SPARSEFX_PDL")
+    assert triton_tile.pdl_enabled(torch.device("cuda")) == \
+        (torch.cuda.get_device_capability()[0] >= 9)
+    assert not triton_tile.pdl_enabled(torch.device("cpu"))
