@@ -41,7 +41,8 @@ from sparsefx.runtime.cuda.triton_launch import next_power_of_2
 from sparsefx.runtime.ops import _check_tile_args, apply_activation
 
 #: bump when kernels change so stale on-disk decisions are not reused
-# v9: feature-major layers also time cuBLAS's bare product plus a Triton bias pass;
+# v9: feature-major layers also time cuBLAS's bare product plus a Triton bias pass,
+# and the Triton kernels use programmatic dependent launch on Hopper;
 # v8: feature-major layers also time the dense Triton kernel (triton_dense);
 # v7: the grid kernel reads its column blocks from a table (TilePlan.blocks_for);
 # v6: two-pass timing in kernel choice; v5: sm90 producer rework and bulk-store

@@ -337,6 +337,7 @@ def _launch_pointer(x, weight, bias, out, activation, cfg, wide) -> None:
     """The pointer-load kernel, or its three-part form for block heights 3 × 2^k."""
     K, M = x.shape
     N = weight.shape[0]
+    pdl = pdl_enabled(x.device)
     if cfg.block_n & (cfg.block_n - 1):
         kernel, height = _dense_fm_3part_kernel, dict(PART_N=cfg.block_n // 3)
     else:
@@ -345,12 +346,11 @@ def _launch_pointer(x, weight, bias, out, activation, cfg, wide) -> None:
     constexprs = dict(**height, BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
                       GROUP_N=cfg.group_n, HAS_BIAS=bias is not None,
                       ACT=ACT_CODES[activation], EVEN_K=K % cfg.block_k == 0,
-                      WIDE_INDEX=wide, USE_PDL=pdl_enabled(x.device))
+                      WIDE_INDEX=wide, USE_PDL=pdl)
     grid = (-(-N // cfg.block_n) * -(-M // cfg.block_m),)
     launch(kernel, grid, (weight, x, bias if bias is not None else weight, out),
            (N, K, M, weight.stride(0), x.stride(0), out.stride(0)),
-           constexprs, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-           launch_pdl=constexprs["USE_PDL"])
+           constexprs, num_warps=cfg.num_warps, num_stages=cfg.num_stages, launch_pdl=pdl)
 
 
 def _launch_tma(x, weight, bias, out, activation, cfg, wide) -> None:
@@ -360,15 +360,15 @@ def _launch_tma(x, weight, bias, out, activation, cfg, wide) -> None:
     x_desc = TensorDescriptor.from_tensor(x, [cfg.block_k, cfg.block_m])
     blocks = -(-N // cfg.block_n) * -(-M // cfg.block_m)
     grid = (min(blocks, num_sms(x.device)) if cfg.persistent else blocks,)
+    pdl = pdl_enabled(x.device)
     constexprs = dict(BLOCK_N=cfg.block_n, BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
                       GROUP_N=cfg.group_n, HAS_BIAS=bias is not None,
                       ACT=ACT_CODES[activation], STAGES=cfg.num_stages,
-                      PERSISTENT=cfg.persistent, WIDE_INDEX=wide,
-                      USE_PDL=pdl_enabled(x.device))
+                      PERSISTENT=cfg.persistent, WIDE_INDEX=wide, USE_PDL=pdl)
     launch(_dense_fm_tma_kernel, grid,
            (w_desc, x_desc, bias if bias is not None else weight, out),
            (N, K, M, out.stride(0)), constexprs, num_warps=cfg.num_warps,
-           num_stages=cfg.num_stages, launch_pdl=constexprs["USE_PDL"])
+           num_stages=cfg.num_stages, launch_pdl=pdl)
 
 
 __all__ = ["DenseConfig", "dense_configs", "dense_fm_linear", "mm_then_epilogue", "tma_ok"]

@@ -353,11 +353,13 @@ _pdl: dict = {}
 
 
 def pdl_enabled(device: torch.device) -> bool:
-    """Whether the tile kernels launch with programmatic dependent launch: on CUDA
-    devices of compute capability 9.0 or newer, unless ``SPARSEFX_PDL=0``."""
+    """Whether the Triton kernels launch with programmatic dependent launch: on CUDA
+    devices of compute capability 9.0 or newer, unless ``SPARSEFX_PDL=0`` (or the
+    Triton interpreter runs the kernels)."""
     hit = _pdl.get(device)
     if hit is None:
         hit = (device.type == "cuda" and os.environ.get("SPARSEFX_PDL", "1") != "0"
+               and os.environ.get("TRITON_INTERPRET", "0") != "1"
                and torch.cuda.get_device_capability(device)[0] >= 9)
         _pdl[device] = hit
     return hit
