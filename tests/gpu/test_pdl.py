@@ -5,7 +5,8 @@ anything it wrote (``triton_tile._after_previous_kernel``).
 A race would show where one kernel reads what the previous one writes. So each case is
 a chain of three layers, each reading the previous layer's output, captured in a CUDA
 graph (back-to-back launches, where the overlap happens) and replayed with a fresh input
-each time. Every layer's output is compared with the float64 reference applied to the
+each time (feature-major layers, and row-major ones, which the dispatcher first
+transposes with another Triton kernel). Every layer's output is compared with the float64 reference applied to the
 previous layer's actual output: a kernel that read its input too early would see the
 previous replay's values, which no longer match.
 """
@@ -40,35 +41,42 @@ def _run_layer(path, x, tensors, bias):
     from sparsefx.runtime.cuda.plan import get_plan
     from sparsefx.runtime.cuda.triton_tile import TileConfig
     values, row_idx, row_ptr, col_map = tensors
-    if path in ("grid", "flat"):
+    if path in ("grid", "flat", "row_major"):
+        # row_major: x [M, K]; the dispatcher transposes it (a Triton kernel) first
         cfg = TileConfig(128, 128, 64, 8, 3, group_cb=8, flat=2 if path == "flat" else 0)
         plan = get_plan(row_ptr, col_map, WIDTH, 128)
         return dispatch.sparse_forward(x, values, row_idx, row_ptr, col_map, bias, WIDTH,
-                                       "gelu", True, plan, cfg)
+                                       "gelu", path != "row_major", plan, cfg)
     variant = path if path == "mm_epilogue" else \
         [v for v in dispatch.dense_variants(True, M) if v.startswith("triton_fm_")][-1]
     return dispatch.dense_forward(x, values, row_idx, row_ptr, col_map, bias, WIDTH,
                                   "gelu", True, variant)
 
 
-def _check_chain(x, outs, layers):
+def _check_chain(x, outs, layers, feature_major=True):
     prev = x
     for out, (tensors, bias) in zip(outs, layers):
         w = unpack_tensors(tensors[0].double(), *tensors[1:], WIDTH, WIDTH)
-        ref = apply_activation(w @ prev.double() + bias.double()[:, None], "gelu")
+        if feature_major:
+            y = w @ prev.double() + bias.double()[:, None]
+        else:
+            y = prev.double() @ w.t() + bias.double()
+        ref = apply_activation(y, "gelu")
         err = float((out.double() - ref).norm() / ref.norm())
         assert err < 2e-3, err
         prev = out
 
 
-@pytest.mark.parametrize("path", ["grid", "flat", "dense_triton", "mm_epilogue"])
+@pytest.mark.parametrize("path", ["grid", "flat", "row_major", "dense_triton", "mm_epilogue"])
 def test_chained_layers_under_graph_replay(fresh_cache, path):
     from sparsefx.runtime.cuda.triton_tile import pdl_enabled
     if not pdl_enabled(torch.device("cuda")):
         pytest.skip("programmatic dependent launch needs compute capability 9.0+")
     gen = torch.Generator().manual_seed(11)
     layers = _layers(gen)
-    x = torch.randn(WIDTH, M, generator=gen).to("cuda", torch.float16)
+    shape = (M, WIDTH) if path == "row_major" else (WIDTH, M)
+    fm = path != "row_major"
+    x = torch.randn(shape, generator=gen).to("cuda", torch.float16)
 
     def chain():
         outs, h = [], x
@@ -80,16 +88,16 @@ def test_chained_layers_under_graph_replay(fresh_cache, path):
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
-        _check_chain(x, chain(), layers)           # eager, and compiles the kernels
+        _check_chain(x, chain(), layers, fm)       # eager, and compiles the kernels
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         outs = chain()
     for _ in range(3):
-        x.copy_(torch.randn(WIDTH, M, generator=gen).to("cuda", torch.float16))
+        x.copy_(torch.randn(shape, generator=gen).to("cuda", torch.float16))
         graph.replay()
         torch.cuda.synchronize()
-        _check_chain(x, outs, layers)
+        _check_chain(x, outs, layers, fm)
 
 
 def test_pdl_switch(monkeypatch):

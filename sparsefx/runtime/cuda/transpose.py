@@ -18,13 +18,15 @@ import triton.language as tl
 from torch import Tensor
 
 from sparsefx.runtime.cuda.triton_launch import launch
+from sparsefx.runtime.cuda.triton_tile import _after_previous_kernel, pdl_enabled
 
 BLOCK = 64
 
 
 @triton.jit
 def _transpose_kernel(x_ptr, y_ptr, M, K, stride_xm, stride_yk,
-                      BM: tl.constexpr, BK: tl.constexpr):
+                      BM: tl.constexpr, BK: tl.constexpr, USE_PDL: tl.constexpr):
+    _after_previous_kernel(USE_PDL)      # x may come from the kernel before
     offs_m = tl.program_id(0) * BM + tl.arange(0, BM)
     offs_k = tl.program_id(1) * BK + tl.arange(0, BK)
     tile = tl.load(x_ptr + offs_m.to(tl.int64)[:, None] * stride_xm + offs_k[None, :],
@@ -42,8 +44,9 @@ def transpose_2d(x: Tensor) -> Tensor:
     y = torch.empty(K, M, dtype=x.dtype, device=x.device)
     # plain integer ceil-division: triton.cdiv is a jit function, ~5 µs per host call
     grid = (-(-M // BLOCK), -(-K // BLOCK))
+    pdl = pdl_enabled(x.device)
     launch(_transpose_kernel, grid, (x, y), (M, K, x.stride(0), y.stride(0)),
-           dict(BM=BLOCK, BK=BLOCK), num_warps=4)
+           dict(BM=BLOCK, BK=BLOCK, USE_PDL=pdl), num_warps=4, launch_pdl=pdl)
     return y
 
 
