@@ -158,6 +158,12 @@ def get_plan(row_ptr: Tensor, col_map: Tensor, out_features: int, G: int) -> Til
     return plan
 
 
+def _first_cols(cm: Tensor, G: int, num_tiles: int) -> list[int]:
+    """``col_map[t*G]`` per tile, 0 for a tile that starts past ``col_map``."""
+    first = cm[::G].tolist()
+    return (first + [0] * num_tiles)[:num_tiles]
+
+
 def build_plan(row_ptr: Tensor, col_map: Tensor, out_features: int, G: int) -> TilePlan:
     """Compute a :class:`TilePlan` (one host round trip)."""
     rp = row_ptr.detach().to("cpu", torch.int64)
@@ -175,8 +181,7 @@ def build_plan(row_ptr: Tensor, col_map: Tensor, out_features: int, G: int) -> T
         torch.sort(counts).values.numpy().tobytes() + f"{G}".encode()).hexdigest()[:16]
     return TilePlan(G=G, num_tiles=num_tiles, n_kept=cm.numel(), out_features=out_features,
                     k_counts=counts.tolist(),
-                    first_cols=[int(cm[t * G]) if t * G < cm.numel() else 0
-                                for t in range(num_tiles)],
+                    first_cols=_first_cols(cm, G, num_tiles),
                     tile_order=order.to(row_ptr.device),
                     cols_contig=_cols_contiguous(cm, G),
                     tma_store_ok=_tile_rows_storable(cm, G, out_features),

@@ -16,9 +16,10 @@ Scheduling: the host passes ``blocks``, the column blocks sorted by kept-K desce
 (longest first) with the fields a program needs (``TilePlan.blocks_for``). Hardware
 hands out programs roughly in launch order, so launching heavy tiles first gives a
 greedy longest-processing-time schedule when there are several waves (when all
-programs fit in one wave, the heaviest tile sets the time: NOTES_tile.md round 7). Programs are grouped ``GROUP_CB`` column blocks × all M-blocks,
-column block fastest, so that concurrently running programs share the same x rows
-(read once from HBM) while the group's weights stay resident in L2.
+programs fit in one wave, the heaviest tile sets the time: NOTES_tile.md round 7).
+Programs are grouped ``GROUP_CB`` column blocks × all M-blocks, column block fastest,
+so that concurrently running programs share the same x rows (read once from HBM) while
+the group's weights stay resident in L2.
 
 Nothing assumes ``k_t`` is a multiple of ``BLOCK_K``: rows past ``k_t`` are masked to
 zero on both operands; empty tiles (``k_t = 0``) still run the epilogue, so their
