@@ -133,6 +133,7 @@ def fmt_cfg(cfg) -> str:
              f"/w{cfg.get('num_warps')}s{cfg.get('num_stages')}g{cfg.get('group_cb')}"
              + ("" if cfg.get("transpose_x", True) else "/direct")
              + (f"/flat{cfg['flat']}" if cfg.get("flat") else "")
+             + (f"/split{cfg['split']}" if cfg.get("split") else "")
              + ("/sm90" if cfg.get("impl") == "sm90" else "")) if cfg else "-"
 
 

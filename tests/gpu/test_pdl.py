@@ -41,9 +41,10 @@ def _run_layer(path, x, tensors, bias):
     from sparsefx.runtime.cuda.plan import get_plan
     from sparsefx.runtime.cuda.triton_tile import TileConfig
     values, row_idx, row_ptr, col_map = tensors
-    if path in ("grid", "flat", "row_major"):
+    if path in ("grid", "flat", "row_major", "split"):
         # row_major: x [M, K]; the dispatcher transposes it (a Triton kernel) first
-        cfg = TileConfig(128, 128, 64, 8, 3, group_cb=8, flat=2 if path == "flat" else 0)
+        cfg = TileConfig(128, 128, 64, 8, 3, group_cb=8, flat=2 if path == "flat" else 0,
+                         split=2 if path == "split" else 0)
         plan = get_plan(row_ptr, col_map, WIDTH, 128)
         return dispatch.sparse_forward(x, values, row_idx, row_ptr, col_map, bias, WIDTH,
                                        "gelu", path != "row_major", plan, cfg)
@@ -67,7 +68,8 @@ def _check_chain(x, outs, layers, feature_major=True):
         prev = out
 
 
-@pytest.mark.parametrize("path", ["grid", "flat", "row_major", "dense_triton", "mm_epilogue"])
+@pytest.mark.parametrize("path", ["grid", "flat", "row_major", "split", "dense_triton",
+                                  "mm_epilogue"])
 def test_chained_layers_under_graph_replay(fresh_cache, path):
     from sparsefx.runtime.cuda.triton_tile import pdl_enabled
     if not pdl_enabled(torch.device("cuda")):

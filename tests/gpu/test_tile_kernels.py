@@ -107,6 +107,43 @@ def test_every_candidate_config(M, feature_major):
         assert rel_err(out, ref) <= TOL, cfg
 
 
+SPLIT_CONFIGS = [(64, 16, 64, 4, 4, 4), (32, 64, 32, 4, 3, 2), (128, 128, 64, 8, 3, 1),
+                 (128, 128, 64, 8, 3, 2)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "bf16"])
+@pytest.mark.parametrize("feature_major", [True, False], ids=["fm", "rm"])
+@pytest.mark.parametrize("structure", ["uneven", "single", "empty", "ragged", "gap"])
+@pytest.mark.parametrize("M", [7, 1000])
+def test_split_k(dtype, feature_major, structure, M):
+    """Split-K (TileConfig.split): cut blocks whose parts' fp32 sums the last part
+    adds. Three launches in a row on fresh inputs (the kernel must leave every
+    counter at 0 for the next), into NaN-poisoned outputs; the counters are 0 after."""
+    from sparsefx.runtime.cuda.plan import get_plan
+    from sparsefx.runtime.cuda.triton_tile import TileConfig
+    gen = torch.Generator().manual_seed(
+        zlib.crc32(f"split{dtype}{feature_major}{structure}{M}".encode()))
+    G = 128
+    packed, _ = make_tile_layer(300, 520, G, structure, gen)
+    values, row_idx, row_ptr, col_map = to_cuda(packed, dtype)
+    plan = get_plan(row_ptr, col_map, packed.out_features, G)
+    cut_some = False
+    for i, (bn, bm, bk, warps, stages, split) in enumerate(SPLIT_CONFIGS):
+        cfg = TileConfig(bn, bm, bk, warps, stages, split=split)
+        cut = plan.split_blocks_for(bn, bk, split, "cuda")
+        cut_some |= cut.groups > 0
+        activation = ACTS[i % 4]
+        for _ in range(3):
+            x, bias = inputs(M, 520, 300, dtype, feature_major, i % 2 == 0, gen)
+            out = run_kernel(x, packed, dtype, bias, activation, feature_major, cfg)
+            ref = reference(x, packed, bias, activation, feature_major)
+            assert rel_err(out, ref) <= TOL, cfg
+        if cut.groups:
+            _, counters = plan.split_workspace(cut, bn, bm, M, "cuda")
+            assert int(counters.abs().sum()) == 0, cfg
+    assert cut_some == (structure != "empty")
+
+
 def test_row_major_batched_input():
     """Row-major x with leading batch dims keeps them in the output."""
     from sparsefx.runtime.cuda.dispatch import default_config

@@ -71,3 +71,70 @@ def test_blocks_table_agrees_with_the_flat_schedule():
     table = {tuple(r[:3]) for r in plan.blocks_for(64, torch.device("cpu")).tolist()}
     items, _ = plan.schedule_for(64, 16, 16, 48, 2, 8, torch.device("cpu"))
     assert {tuple(r[:3]) for r in items.tolist()} == table
+
+
+def _parts_by_block(table):
+    """{first column: [(first row, rows, group, parts, part, part_base)] in part order}"""
+    blocks = {}
+    for start, k, j0, c0, group, parts, part, base in table.tolist():
+        blocks.setdefault(j0, []).append((start, k, group, parts, part, base))
+    return {j0: sorted(v, key=lambda r: r[4]) for j0, v in blocks.items()}
+
+
+def test_split_blocks_cover_each_block_once_in_parts_of_at_most_the_cap():
+    """split_blocks_for: the parts of a block are consecutive row ranges that cover its
+    k_t rows exactly once, each at most ceil(mean steps / split) K-steps, with part
+    ranges of one group numbered 0..parts-1 and workspace rows that do not overlap."""
+    counts = [40, 3, 0, 17, 64]                       # mean 24.8 -> 2 steps of 16
+    plan = plan_for(list(range(5 * 32)), 5 * 32, 32, counts)
+    starts = [0, 40, 43, 43, 60]
+    for split, cap in ((1, 2), (2, 1)):
+        cut = plan.split_blocks_for(16, 16, split, torch.device("cpu"))
+        assert cut.table.dtype == torch.int32 and cut.table.shape[1] == 8
+        blocks = _parts_by_block(cut.table)
+        assert sorted(blocks) == [t * 32 + n0 for t in range(5) for n0 in (0, 16)]
+        bases = set()
+        for j0, parts in blocks.items():
+            t = j0 // 32
+            row = starts[t]
+            for start, k, group, n_parts, part, base in parts:
+                assert start == row and k <= cap * 16
+                row += k
+                assert n_parts == len(parts)
+                assert group == -1 if n_parts == 1 else group >= 0
+            assert row == starts[t] + counts[t]
+            if parts[0][3] > 1:
+                bases.add((parts[0][5], parts[0][3]))
+        # workspace rows of the groups: disjoint ranges, together part_rows
+        spans = sorted(bases)
+        assert all(a + n <= b for (a, n), (b, _) in zip(spans, spans[1:]))
+        assert sum(n for _, n in spans) == cut.part_rows
+        assert cut.groups == len(spans)
+        assert cut.max_parts == max(len(parts) for parts in blocks.values())
+        lengths = [r[1] for r in cut.table.tolist()]
+        assert lengths == sorted(lengths, reverse=True)       # longest first
+
+
+def test_split_cuts_nothing_when_no_block_is_longer_than_the_cap():
+    """Even tiles with split=1 (cap = the mean): nothing is cut, so the dispatcher
+    runs (and kernel choice times) the plain grid kernel instead."""
+    plan = plan_for(list(range(256)), 256, 128, [96, 96])
+    cut = plan.split_blocks_for(64, 32, 1, torch.device("cpu"))
+    assert cut.groups == 0 and cut.part_rows == 0
+    assert [r[:4] for r in cut.table.tolist()] == \
+        plan.blocks_for(64, torch.device("cpu")).tolist()
+    assert plan.split_blocks_for(64, 32, 2, torch.device("cpu")).groups == 4
+
+
+def test_split_workspace_is_kept_per_shape_and_released():
+    plan = plan_for(list(range(256)), 256, 128, [96, 30])
+    cut = plan.split_blocks_for(64, 32, 2, torch.device("cpu"))
+    before = plan.workspace_keys()
+    partials, counters = plan.split_workspace(cut, 64, 16, 40, "cpu")
+    assert partials.shape == (cut.part_rows * 3, 64 * 16) and partials.dtype == torch.float32
+    assert counters.shape == (cut.groups * 3,) and int(counters.abs().sum()) == 0
+    assert cut.workspace_bytes(64, 16, 40) == partials.numel() * 4 + counters.numel() * 4
+    assert plan.split_workspace(cut, 64, 16, 40, "cpu")[0] is partials
+    plan.release_workspaces(keep=before)
+    assert plan.workspace_keys() == before
+    assert plan.split_workspace(cut, 64, 16, 40, "cpu")[0] is not partials

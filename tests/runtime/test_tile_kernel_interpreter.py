@@ -3,7 +3,8 @@
 
 A subprocess, as the flag is read when triton is first imported. Uneven, ragged, empty,
 single-tile, dense and gap layers; odd M; both layouts; K-steps that end inside a tile;
-flattened programs that hold several items, or none. Into NaN-poisoned outputs against
+flattened programs that hold several items, or none; split-K (blocks cut into parts,
+the same workspace reused by the next case). Into NaN-poisoned outputs against
 the float64 reference. Needs triton (CI has none: skipped there); the same kernels run
 on the GPU in ``tests/gpu/test_tile_kernels.py``.
 """
@@ -31,7 +32,10 @@ G = 64
 # the interpreter reports 4 SMs: flat=5 makes 20 programs, some without an item
 configs = (TileConfig(32, 16, 16, 4, 2), TileConfig(64, 32, 32, 4, 2, group_cb=2),
            TileConfig(32, 16, 16, 4, 2, flat=1), TileConfig(32, 16, 16, 4, 2, flat=5),
-           TileConfig(64, 32, 32, 4, 2, flat=2))
+           TileConfig(64, 32, 32, 4, 2, flat=2),
+           # split-K: the last part of a cut block adds the parts' sums
+           TileConfig(32, 16, 16, 4, 2, split=2), TileConfig(64, 32, 32, 4, 2, split=1),
+           TileConfig(32, 16, 16, 4, 2, group_cb=2, split=4))
 for structure, M, act in (("uneven", 77, "gelu"), ("ragged", 130, "relu"), ("empty", 5, "none"),
                           ("single", 1, "silu"), ("dense", 64, "none"), ("gap", 40, "gelu")):
     packed, _ = make_tile_layer(150, 200, G, structure, gen)

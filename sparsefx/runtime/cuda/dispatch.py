@@ -41,13 +41,14 @@ from sparsefx.runtime.cuda.triton_launch import next_power_of_2
 from sparsefx.runtime.ops import _check_tile_args, apply_activation
 
 #: bump when kernels change so stale on-disk decisions are not reused
+# v10: split-K candidates of the grid kernel (TileConfig.split);
 # v9: feature-major layers also time cuBLAS's bare product plus a Triton bias pass,
 # and the Triton kernels use programmatic dependent launch on Hopper;
 # v8: feature-major layers also time the dense Triton kernel (triton_dense);
 # v7: the grid kernel reads its column blocks from a table (TilePlan.blocks_for);
 # v6: two-pass timing in kernel choice; v5: sm90 producer rework and bulk-store
 # epilogue; v4: sm90 CUDA C++ candidates; v3: CUDA graphs
-KERNEL_VERSION = "tile-triton-v9"
+KERNEL_VERSION = "tile-triton-v10"
 CACHE_ENV = "SPARSEFX_CACHE_DIR"
 _SUPPORTED = (torch.float16, torch.bfloat16)
 
@@ -190,6 +191,9 @@ def candidate_configs(M: int, G: int, feature_major: bool) -> list[TileConfig]:
     if M <= 64:
         bm = max(16, next_power_of_2(M))
         base = [TileConfig(bn, bm, bk, 4, 4) for bn in (16, 32, 64) for bk in (64, 128)]
+        # split-K: a few dozen programs would leave most SMs idle (NOTES_tile round 10)
+        base += [TileConfig(64, bm, 128, 4, 4, split=2), TileConfig(64, bm, 128, 4, 4, split=4),
+                 TileConfig(32, bm, 128, 4, 4, split=4)]
     elif M <= 1024:
         base = [TileConfig(64, 64, 64, 4, 4), TileConfig(128, 64, 64, 4, 4),
                 TileConfig(64, 128, 64, 4, 4), TileConfig(128, 128, 64, 8, 3),
@@ -214,7 +218,8 @@ def candidate_configs(M: int, G: int, feature_major: bool) -> list[TileConfig]:
     out = [c for c in base if c.block_n <= G and G % c.block_n == 0]
     if not feature_major:
         direct = [TileConfig(c.block_n, c.block_m, c.block_k, c.num_warps, c.num_stages,
-                             c.group_cb, transpose_x=False, flat=c.flat) for c in out[:2]]
+                             c.group_cb, transpose_x=False, flat=c.flat, split=c.split)
+                  for c in out[:2]]
         out = out + direct
     return _dedupe(out + sm90_configs(M, G))
 
@@ -280,10 +285,15 @@ def sparse_forward(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor,
         x_fm = cfg.transpose_x or cfg.impl == "sm90"
         # the gather wants each kept input feature as one contiguous M-vector
         x2 = transpose_2d(x2) if x_fm else x2.contiguous()
-    schedule = None
+    schedule = split = None
     if cfg.flat and M:
         schedule = plan.schedule_for(cfg.block_n, cfg.block_m, cfg.block_k, M,
                                      cfg.flat * num_sms(x.device), cfg.group_cb, x.device)
+    if cfg.split and M:
+        cut = plan.split_blocks_for(cfg.block_n, cfg.block_k, cfg.split, x.device)
+        if cut.groups:                 # else nothing is cut: the plain grid kernel
+            split = (cut.table, *plan.split_workspace(cut, cfg.block_n, cfg.block_m, M,
+                                                      x.device), cut.max_parts)
     if cfg.impl == "sm90":
         if M:
             sm90_tile.launch(x2, values, row_idx, col_map, bias, out2, feature_major,
@@ -292,7 +302,7 @@ def sparse_forward(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor,
     else:
         launch_tile_kernel(x2, x_fm, values, row_idx, col_map, bias, out2, feature_major,
                            plan.blocks_for(cfg.block_n, x.device), plan.cols_contig,
-                           activation, cfg, schedule)
+                           activation, cfg, schedule, split)
     if plan.missing is not None and M:
         _fill_missing(out2, feature_major, plan.missing, bias, activation)
     return out
@@ -495,12 +505,16 @@ def _measure(x, values, row_idx, row_ptr, col_map, bias, out_features, activatio
     dense_times: dict[str, float] = {}
     time_dense(dense_times)
     times: dict[TileConfig, float] = {}
+    workspaces = plan.workspace_keys()
     for cfg in candidate_configs(shape["M"], plan.G, feature_major):
+        if cfg.split and not _split_worth_timing(plan, cfg, shape["M"], x.device):
+            continue
         try:
             times[cfg] = _time_ms(lambda: sparse_forward(*args, plan, cfg))
         except Exception:      # e.g. triton OutOfResources for this shape: skip it
             continue
     if not times:
+        plan.release_workspaces(keep=workspaces)
         variant = min(dense_times, key=dense_times.get)
         return Decision(key, "dense", None, dense_times[variant], None, shape, [],
                         dense_variant=variant)
@@ -508,6 +522,7 @@ def _measure(x, values, row_idx, row_ptr, col_map, bias, out_features, activatio
     for cfg in reversed(finalists):
         times[cfg] = min(times[cfg], _time_ms(lambda: sparse_forward(*args, plan, cfg)))
     time_dense(dense_times)
+    plan.release_workspaces(keep=workspaces)   # the winner's comes back on first use
     variant = min(dense_times, key=dense_times.get)
     dense_ms = dense_times[variant]
     best_cfg = min(times, key=times.get)
@@ -519,6 +534,17 @@ def _measure(x, values, row_idx, row_ptr, col_map, bias, out_features, activatio
 
 #: candidates re-timed in the second pass of :func:`_measure`
 FINALISTS = 3
+#: split-K candidates whose workspace (partial sums) would be larger are not timed
+MAX_SPLIT_WORKSPACE = 64 << 20
+
+
+def _split_worth_timing(plan: TilePlan, cfg: TileConfig, M: int, device) -> bool:
+    """A split-K candidate is timed only when it cuts some block (otherwise it is the
+    plain grid kernel again) and its workspace stays within
+    :data:`MAX_SPLIT_WORKSPACE`."""
+    cut = plan.split_blocks_for(cfg.block_n, cfg.block_k, cfg.split, device)
+    return cut.groups > 0 and \
+        cut.workspace_bytes(cfg.block_n, cfg.block_m, M) <= MAX_SPLIT_WORKSPACE
 
 
 # --------------------------------------------------------------------------- op entry

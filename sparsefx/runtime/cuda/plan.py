@@ -65,6 +65,89 @@ class TilePlan:
             self._orders[key] = table.to(device)
         return self._orders[key]
 
+    def split_blocks_for(self, block_n: int, block_k: int, split: int,
+                         device) -> "SplitBlocks":
+        """The grid kernel's column blocks with the long ones cut along K into parts
+        (split-K), as int32 [n, 8] rows = (first packed row of the part, rows of the
+        part, t*G + n0, col_map[t*G] + n0, group, parts in the group, part index,
+        first workspace row of the group); group = -1 for an uncut block.
+
+        Why: when all programs fit on the GPU at once, the longest program sets the
+        kernel's time. With uneven tiles that is the heaviest tile's (1.5× the mean
+        K, +25% at 4096×3072→768), and at small M the GPU is mostly idle (64 programs
+        for 132 SMs at 16×4096→4096). Cutting a block into parts of at most
+        ``ceil(mean_steps / split)`` K-steps (``mean_steps`` from the mean kept-K)
+        gives more, shorter programs; the last part of a group to finish adds the
+        parts' fp32 sums and runs the epilogue (``_finish_split_part`` in
+        :mod:`triton_tile`). ``split`` = 1 cuts only blocks longer than the mean.
+
+        Rows are sorted by part length, longest first (stable: ties keep the
+        :meth:`blocks_for` order), the launch order the grid kernel wants."""
+        key = ("split", block_n, block_k, split, device)
+        if key not in self._orders:
+            self._orders[key] = self._build_split_blocks(block_n, block_k, split, device)
+        return self._orders[key]
+
+    def _build_split_blocks(self, block_n, block_k, split, device) -> "SplitBlocks":
+        mean_steps = max(1, -(-int(self.mean_k) // block_k))
+        cap = max(1, -(-mean_steps // max(1, split)))
+        rows, groups, part_rows = [], 0, 0
+        for start, k_t, j0, c0 in self.blocks_for(block_n, "cpu").tolist():
+            steps = max(1, -(-k_t // block_k))
+            parts = -(-steps // cap)
+            if parts == 1:
+                rows.append((start, k_t, j0, c0, -1, 1, 0, 0))
+                continue
+            step0 = 0
+            for p in range(parts):
+                n_steps = steps // parts + (p < steps % parts)
+                k0 = step0 * block_k
+                rows.append((start + k0, min(k_t, k0 + n_steps * block_k) - k0, j0, c0,
+                             groups, parts, p, part_rows))
+                step0 += n_steps
+            groups += 1
+            part_rows += parts
+        rows.sort(key=lambda r: -r[1])                     # stable
+        table = torch.tensor(rows, dtype=torch.int32).reshape(-1, 8)
+        return SplitBlocks(table.to(device), groups, part_rows,
+                           max((r[5] for r in rows), default=1))
+
+    def split_workspace(self, blocks: "SplitBlocks", block_n: int, block_m: int, M: int,
+                        device) -> tuple[Tensor, Tensor]:
+        """(partial sums fp32 [part rows × M-blocks, block_n × block_m], counters int32
+        [groups × M-blocks]) for :meth:`split_blocks_for`'s table at ``M`` tokens.
+
+        Kept with the plan, so a layer reuses its own: the kernel leaves every counter
+        at 0 again and overwrites each partial sum before reading it, so neither needs
+        clearing between launches. Consequence: one layer must not run on two streams
+        at the same time. Under CUDA graph capture a missing workspace is allocated
+        (and zeroed inside the graph) but not kept, as nothing runs before replay."""
+        num_mb = -(-M // block_m)
+        key = ("workspace", id(blocks), block_n, block_m, num_mb, device)
+        hit = self._orders.get(key)
+        if hit is not None:
+            return hit
+        partials = torch.empty(max(1, blocks.part_rows * num_mb), block_n * block_m,
+                               dtype=torch.float32, device=device)
+        counters = torch.zeros(max(1, blocks.groups * num_mb), dtype=torch.int32,
+                               device=device)
+        capturing = (torch.device(device).type == "cuda"
+                     and torch.cuda.is_current_stream_capturing())
+        if not capturing:
+            self._orders[key] = (partials, counters)
+        return partials, counters
+
+    def workspace_keys(self) -> set:
+        """Keys of the split workspaces this plan keeps (see :meth:`release_workspaces`)."""
+        return {k for k in self._orders if k[0] == "workspace"}
+
+    def release_workspaces(self, keep: set) -> None:
+        """Drop the kept split workspaces whose keys are not in ``keep``: kernel choice
+        frees those its candidates allocated (never one that existed before it, which
+        a captured CUDA graph may still use)."""
+        for k in self.workspace_keys() - keep:
+            del self._orders[k]
+
     def schedule_for(self, block_n: int, block_m: int, block_k: int, M: int,
                      programs: int, group_cb: int, device) -> tuple[Tensor, Tensor]:
         """Static work list of the flattened persistent kernel (cached per shape).
@@ -139,6 +222,22 @@ class TilePlan:
     @property
     def max_k(self) -> int:
         return max(self.k_counts, default=0)
+
+
+@dataclass(frozen=True)
+class SplitBlocks:
+    """:meth:`TilePlan.split_blocks_for`'s table with its sizes: ``groups`` cut column
+    blocks (one counter per M-block each), ``part_rows`` parts over all groups (one
+    partial sum per M-block each), ``max_parts`` the most parts of one block."""
+
+    table: Tensor
+    groups: int
+    part_rows: int
+    max_parts: int = 1
+
+    def workspace_bytes(self, block_n: int, block_m: int, M: int) -> int:
+        num_mb = -(-M // block_m)
+        return self.part_rows * num_mb * block_n * block_m * 4 + self.groups * num_mb * 4
 
 
 _plans: dict[tuple, tuple] = {}

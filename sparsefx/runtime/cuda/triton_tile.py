@@ -39,7 +39,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from sparsefx.runtime.cuda.triton_launch import launch
+from sparsefx.runtime.cuda.triton_launch import launch, next_power_of_2
 
 #: activation name -> constexpr code used inside the kernel
 ACT_CODES = {"none": 0, "relu": 1, "gelu": 2, "silu": 3}
@@ -53,7 +53,9 @@ class TileConfig:
     (one extra transpose) instead of gathering strided columns of ``x [M, K]``.
     ``impl`` names the kernel: ``"triton"`` (this module) or ``"sm90"`` (the Hopper CUDA
     C++ kernel, :mod:`sparsefx.runtime.cuda.sm90_tile`; it always gathers from a
-    feature-major x and runs ``flat`` persistent CTAs per SM).
+    feature-major x and runs ``flat`` persistent CTAs per SM). ``split`` (grid kernel
+    only) cuts column blocks longer than ``ceil(mean K-steps / split)`` into parts
+    whose fp32 sums the last part to finish adds (:meth:`TilePlan.split_blocks_for`).
     """
 
     block_n: int
@@ -65,6 +67,12 @@ class TileConfig:
     transpose_x: bool = True
     flat: int = 0                # >0: flattened persistent kernel, this many programs/SM
     impl: str = "triton"         # "triton" or "sm90"
+    split: int = 0               # >0: grid kernel with split-K (TilePlan.split_blocks_for)
+
+    def __post_init__(self):
+        if self.split and (self.flat or self.impl != "triton"):
+            raise ValueError(f"split-K runs only in the Triton grid kernel (flat=0, "
+                             f"impl='triton'), got {self}")
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -144,16 +152,18 @@ def _work_item(w, num_mb, num_cb, GROUP_CB: tl.constexpr):
 
 
 @triton.jit
-def _tile_block(x_ptr, w_ptr, row_idx_ptr, col_map_ptr, bias_ptr, out_ptr,
+def _tile_block(x_ptr, w_ptr, row_idx_ptr, col_map_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
                 start, k_t, j0, c0, mb, M, n_kept, stride_xk, stride_xm, stride_on,
-                stride_om,
+                stride_om, group, parts, part, part_base,
                 G: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
                 BLOCK_K: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
-                COLS_CONTIG: tl.constexpr, WIDE_INDEX: tl.constexpr):
+                COLS_CONTIG: tl.constexpr, WIDE_INDEX: tl.constexpr, SPLIT: tl.constexpr,
+                CHUNK: tl.constexpr, MAX_PARTS: tl.constexpr):
     """Compute and store one [BLOCK_N, BLOCK_M] output block: columns ``j0 ..
     j0 + BLOCK_N`` of the packed layout (tile ``j0 // G``), whose ``k_t`` kept rows
     start at packed row ``start``; with ``COLS_CONTIG`` they are output features
-    ``c0 .. c0 + BLOCK_N``."""
+    ``c0 .. c0 + BLOCK_N``. With ``SPLIT`` and ``group >= 0`` those rows are one part
+    of a cut block: :func:`_finish_split_part` instead of the epilogue."""
     n0 = tl.multiple_of(j0 % G, BLOCK_N)                 # first column inside the tile
     offs_n = n0 + tl.arange(0, BLOCK_N)
     j = j0 - n0 + offs_n                                  # t*G + column in the tile
@@ -190,38 +200,113 @@ def _tile_block(x_ptr, w_ptr, row_idx_ptr, col_map_ptr, bias_ptr, out_ptr,
         acc = tl.dot(tl.trans(wb), xb, acc)
 
     # ---- epilogue: bias, activation, scatter through col_map ----------------------
-    if not COLS_CONTIG:
-        cols = tl.load(col_map_ptr + j, mask=n_mask, other=0)
-        b = _load_bias(bias_ptr, cols, n_mask, HAS_BIAS)
-    _store_epilogue(acc, b, cols, n_mask, offs_m, m_mask, out_ptr, stride_on,
-                    stride_om, HAS_BIAS, ACT, WIDE_INDEX)
+    if SPLIT:
+        if group >= 0:
+            _finish_split_part(acc, ws_ptr, cnt_ptr, group, parts, part, part_base, mb,
+                               tl.cdiv(M, BLOCK_M), j0, c0, offs_m, m_mask, n_kept,
+                               col_map_ptr, bias_ptr, out_ptr, stride_on, stride_om,
+                               BLOCK_N, BLOCK_M, CHUNK, MAX_PARTS, HAS_BIAS, ACT,
+                               COLS_CONTIG, WIDE_INDEX)
+        else:
+            if not COLS_CONTIG:
+                cols = tl.load(col_map_ptr + j, mask=n_mask, other=0)
+                b = _load_bias(bias_ptr, cols, n_mask, HAS_BIAS)
+            _store_epilogue(acc, b, cols, n_mask, offs_m, m_mask, out_ptr, stride_on,
+                            stride_om, HAS_BIAS, ACT, WIDE_INDEX)
+    else:
+        if not COLS_CONTIG:
+            cols = tl.load(col_map_ptr + j, mask=n_mask, other=0)
+            b = _load_bias(bias_ptr, cols, n_mask, HAS_BIAS)
+        _store_epilogue(acc, b, cols, n_mask, offs_m, m_mask, out_ptr, stride_on,
+                        stride_om, HAS_BIAS, ACT, WIDE_INDEX)
+
+
+@triton.jit
+def _finish_split_part(acc, ws_ptr, cnt_ptr, group, parts, part, part_base, mb, num_mb,
+                       j0, c0, offs_m, m_mask, n_kept, col_map_ptr, bias_ptr, out_ptr,
+                       stride_on, stride_om, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
+                       CHUNK: tl.constexpr, MAX_PARTS: tl.constexpr, HAS_BIAS: tl.constexpr,
+                       ACT: tl.constexpr, COLS_CONTIG: tl.constexpr,
+                       WIDE_INDEX: tl.constexpr):
+    """One part of a cut column block is done: store its fp32 sum into its workspace
+    row ((part_base + part) * num_mb + mb), then count the group's arrivals at this
+    M-block. The last part to arrive adds every part's sum (in part order, so the
+    result does not depend on which part came last; ``MAX_PARTS`` >= parts, a power
+    of two, unrolls the loads so they are in flight together), runs the epilogue and
+    sets the counter back to 0 for the next launch. Nobody waits for anybody: no deadlock
+    however the programs are scheduled, and Triton still pipelines the main loop
+    (a spin-wait in a loop stops that: bench/NOTES_tile.md round 6)."""
+    tile = BLOCK_N * BLOCK_M
+    # offsets built next to the store, in acc's own layout (converting acc would keep
+    # a second fp32 tile live: round 6 measured 233 registers instead of 120)
+    offs = tl.arange(0, BLOCK_N)[:, None] * BLOCK_M + tl.arange(0, BLOCK_M)[None, :]
+    tl.store(ws_ptr + ((part_base + part) * num_mb + mb).to(tl.int64) * tile + offs, acc)
+    tl.debug_barrier()                   # every thread's stores before the release
+    counter = cnt_ptr + group * num_mb + mb
+    arrived = tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu")
+    if arrived == parts - 1:
+        tl.atomic_xchg(counter, 0, sem="relaxed", scope="gpu")
+        ar_m = tl.arange(0, BLOCK_M)
+        for c in tl.static_range(0, BLOCK_N, CHUNK):
+            rows_c = c + tl.arange(0, CHUNK)
+            offs_c = rows_c[:, None] * BLOCK_M + ar_m[None, :]
+            y = tl.zeros((CHUNK, BLOCK_M), dtype=tl.float32)
+            for q in tl.static_range(MAX_PARTS):
+                # .cg: written by other SMs; read from L2, never a stale L1 line
+                y += tl.load(ws_ptr + ((part_base + q) * num_mb + mb).to(tl.int64) * tile
+                             + offs_c, mask=q < parts, other=0.0, cache_modifier=".cg")
+            j = j0 + rows_c
+            n_mask = j < n_kept
+            if COLS_CONTIG:
+                cols = c0 + rows_c
+            else:
+                cols = tl.load(col_map_ptr + j, mask=n_mask, other=0)
+            b = _load_bias(bias_ptr, cols, n_mask, HAS_BIAS)
+            _store_epilogue(y, b, cols, n_mask, offs_m, m_mask, out_ptr, stride_on,
+                            stride_om, HAS_BIAS, ACT, WIDE_INDEX)
 
 
 @triton.jit
 def _tile_linear_kernel(
-    x_ptr, w_ptr, row_idx_ptr, col_map_ptr, bias_ptr, out_ptr, blocks_ptr,
+    x_ptr, w_ptr, row_idx_ptr, col_map_ptr, bias_ptr, out_ptr, blocks_ptr, ws_ptr, cnt_ptr,
     M, n_kept, num_cb,
     stride_xk, stride_xm, stride_on, stride_om,
     G: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_K: tl.constexpr, GROUP_CB: tl.constexpr, HAS_BIAS: tl.constexpr,
     ACT: tl.constexpr, COLS_CONTIG: tl.constexpr, WIDE_INDEX: tl.constexpr,
-    USE_PDL: tl.constexpr,
+    USE_PDL: tl.constexpr, SPLIT: tl.constexpr, CHUNK: tl.constexpr,
+    MAX_PARTS: tl.constexpr,
 ):
     """One program per work item; the hardware scheduler balances (launch order =
     LPT order). ``blocks_ptr``: int32 [num_cb, 4] = (first packed row, k_t,
     t*G + n0, first output feature) per column block in launch order
-    (:meth:`TilePlan.blocks_for`)."""
+    (:meth:`TilePlan.blocks_for`); with ``SPLIT``, int32 [num_cb, 8] rows of
+    :meth:`TilePlan.split_blocks_for` (four more fields: group, parts, part, first
+    workspace row) and ``ws_ptr``/``cnt_ptr`` its workspace (partial sums, counters)."""
     num_mb = tl.cdiv(M, BLOCK_M)
     pos, mb = _work_item(tl.program_id(0), num_mb, num_cb, GROUP_CB)
-    start = tl.load(blocks_ptr + 4 * pos)
-    k_t = tl.load(blocks_ptr + 4 * pos + 1)
-    j0 = tl.load(blocks_ptr + 4 * pos + 2)
-    c0 = tl.load(blocks_ptr + 4 * pos + 3)
+    if SPLIT:
+        row = blocks_ptr + 8 * pos
+        group = tl.load(row + 4)
+        parts = tl.load(row + 5)
+        part = tl.load(row + 6)
+        part_base = tl.load(row + 7)
+    else:
+        row = blocks_ptr + 4 * pos
+        group = pos * 0 - 1
+        parts = pos * 0 + 1
+        part = pos * 0
+        part_base = pos * 0
+    start = tl.load(row)
+    k_t = tl.load(row + 1)
+    j0 = tl.load(row + 2)
+    c0 = tl.load(row + 3)
     _after_previous_kernel(USE_PDL)
-    _tile_block(x_ptr, w_ptr, row_idx_ptr, col_map_ptr, bias_ptr, out_ptr,
+    _tile_block(x_ptr, w_ptr, row_idx_ptr, col_map_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
                 start, k_t, j0, c0, mb, M, n_kept, stride_xk, stride_xm, stride_on,
-                stride_om,
-                G, BLOCK_N, BLOCK_M, BLOCK_K, HAS_BIAS, ACT, COLS_CONTIG, WIDE_INDEX)
+                stride_om, group, parts, part, part_base,
+                G, BLOCK_N, BLOCK_M, BLOCK_K, HAS_BIAS, ACT, COLS_CONTIG, WIDE_INDEX,
+                SPLIT, CHUNK, MAX_PARTS)
 
 
 @triton.jit
@@ -301,14 +386,18 @@ def launch_tile_kernel(x2: Tensor, x_feature_major: bool, values: Tensor, row_id
                        col_map: Tensor, bias: Optional[Tensor], out2: Tensor,
                        out_feature_major: bool, blocks: Tensor, cols_contig: bool,
                        activation: str, cfg: TileConfig,
-                       schedule: Optional[tuple] = None) -> None:
+                       schedule: Optional[tuple] = None,
+                       split: Optional[tuple] = None) -> None:
     """Run the kernel on 2-D views.
 
     ``x2`` is ``[K, M]`` when ``x_feature_major`` else ``[M, K]``; ``out2`` likewise
     ``[N, M]`` or ``[M, N]``. ``blocks`` lists the column blocks (``G // block_n``
     per tile) in launch order, from :meth:`TilePlan.blocks_for`. Writes only the
     columns listed in ``col_map``. ``schedule`` = (items, progs) from
-    :meth:`TilePlan.schedule_for`, needed when ``cfg.flat``.
+    :meth:`TilePlan.schedule_for`, needed when ``cfg.flat``. ``split`` = (table,
+    partial sums, counters, most parts of one block) from
+    :meth:`TilePlan.split_blocks_for` and :meth:`TilePlan.split_workspace` runs the
+    grid kernel split-K (``blocks`` is then unused).
     """
     G = values.shape[1]
     if x_feature_major:
@@ -321,6 +410,11 @@ def launch_tile_kernel(x2: Tensor, x_feature_major: bool, values: Tensor, row_id
         stride_on, stride_om = out2.stride()
     else:
         stride_om, stride_on = out2.stride()
+    max_parts = 1
+    if split is not None:
+        blocks, ws, counters, max_parts = split
+    else:
+        ws = counters = values                   # unused: SPLIT is a constexpr False
     num_cb = blocks.shape[0]
     if M == 0 or num_cb == 0:
         return
@@ -343,11 +437,23 @@ def launch_tile_kernel(x2: Tensor, x_feature_major: bool, values: Tensor, row_id
     constexprs = dict(G=G, BLOCK_N=cfg.block_n, BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
                       GROUP_CB=cfg.group_cb, HAS_BIAS=bias is not None,
                       ACT=ACT_CODES[activation], COLS_CONTIG=cols_contig, WIDE_INDEX=wide,
-                      USE_PDL=pdl)
+                      USE_PDL=pdl, SPLIT=split is not None,
+                      CHUNK=_split_chunk(cfg.block_n, cfg.block_m, max_parts),
+                      MAX_PARTS=next_power_of_2(max_parts))
     # -(-a // b): triton.cdiv is a jit function, ~5 µs per host call
     launch(_tile_linear_kernel, (num_cb * -(-M // cfg.block_m),),
-           (x2, values, row_idx, col_map, b_arg, out2, blocks),
+           (x2, values, row_idx, col_map, b_arg, out2, blocks, ws, counters),
            (M, col_map.numel(), num_cb, *strides), constexprs, **options)
+
+
+def _split_chunk(block_n: int, block_m: int, max_parts: int) -> int:
+    """Rows of a block that the last part of a cut block sums at a time: the loads of
+    all parts of a chunk are issued together (one L2 latency, not one per part), so a
+    chunk of every part must fit in about 64 fp32 registers per thread of 4 warps."""
+    chunk = block_n
+    while chunk > 16 and chunk * block_m * next_power_of_2(max_parts) > 8192:
+        chunk //= 2
+    return chunk
 
 
 _pdl: dict = {}
