@@ -192,7 +192,8 @@ def candidate_configs(M: int, G: int, feature_major: bool) -> list[TileConfig]:
         bm = max(16, next_power_of_2(M))
         base = [TileConfig(bn, bm, bk, 4, 4) for bn in (16, 32, 64) for bk in (64, 128)]
         # split-K: a few dozen programs would leave most SMs idle (NOTES_tile round 10)
-        base += [TileConfig(64, bm, 128, 4, 4, split=2), TileConfig(64, bm, 128, 4, 4, split=4),
+        base += [TileConfig(64, bm, 128, 4, 4, split=2),
+                 TileConfig(64, bm, 128, 4, 4, split=4),
                  TileConfig(32, bm, 128, 4, 4, split=4)]
     elif M <= 1024:
         base = [TileConfig(64, 64, 64, 4, 4), TileConfig(128, 64, 64, 4, 4),

@@ -72,14 +72,16 @@ class TilePlan:
         part, t*G + n0, col_map[t*G] + n0, group, parts in the group, part index,
         first workspace row of the group); group = -1 for an uncut block.
 
-        Why: when all programs fit on the GPU at once, the longest program sets the
-        kernel's time. With uneven tiles that is the heaviest tile's (1.5× the mean
-        K, +25% at 4096×3072→768), and at small M the GPU is mostly idle (64 programs
-        for 132 SMs at 16×4096→4096). Cutting a block into parts of at most
-        ``ceil(mean_steps / split)`` K-steps (``mean_steps`` from the mean kept-K)
-        gives more, shorter programs; the last part of a group to finish adds the
-        parts' fp32 sums and runs the epilogue (``_finish_split_part`` in
-        :mod:`triton_tile`). ``split`` = 1 cuts only blocks longer than the mean.
+        Why: at small M the grid kernel leaves the GPU mostly idle (64 programs for
+        132 SMs at 16×4096→4096), and with uneven tiles the heaviest tile's programs
+        end last. Cutting a block into parts of at most ``ceil(mean_steps / split)``
+        K-steps (``mean_steps`` from the mean kept-K) gives more, shorter programs;
+        the last part of a group to finish adds the parts' fp32 sums and runs the
+        epilogue (``_finish_split_part`` in :mod:`triton_tile`). ``split`` = 1 cuts
+        only blocks longer than the mean. That fix-up costs 1–1.5 µs of latency at
+        M = 16 and more than the balance gains at BERT shapes, where each part's fp32
+        sum is as large as its inputs (bench/NOTES_tile.md round 10), so kernel
+        choice offers split configs for M <= 64 only.
 
         Rows are sorted by part length, longest first (stable: ties keep the
         :meth:`blocks_for` order), the launch order the grid kernel wants."""

@@ -200,6 +200,8 @@ def _tile_block(x_ptr, w_ptr, row_idx_ptr, col_map_ptr, bias_ptr, out_ptr, ws_pt
         acc = tl.dot(tl.trans(wb), xb, acc)
 
     # ---- epilogue: bias, activation, scatter through col_map ----------------------
+    # (the plain epilogue is written twice: SPLIT is a constexpr, so a kernel without
+    # split-K compiles neither the runtime ``group`` test nor the fix-up)
     if SPLIT:
         if group >= 0:
             _finish_split_part(acc, ws_ptr, cnt_ptr, group, parts, part, part_base, mb,
@@ -233,9 +235,9 @@ def _finish_split_part(acc, ws_ptr, cnt_ptr, group, parts, part, part_base, mb, 
     M-block. The last part to arrive adds every part's sum (in part order, so the
     result does not depend on which part came last; ``MAX_PARTS`` >= parts, a power
     of two, unrolls the loads so they are in flight together), runs the epilogue and
-    sets the counter back to 0 for the next launch. Nobody waits for anybody: no deadlock
-    however the programs are scheduled, and Triton still pipelines the main loop
-    (a spin-wait in a loop stops that: bench/NOTES_tile.md round 6)."""
+    sets the counter back to 0 for the next launch. Nobody waits for anybody: no
+    deadlock however the programs are scheduled, and Triton still pipelines the main
+    loop (a spin-wait in a loop stops that: bench/NOTES_tile.md round 6)."""
     tile = BLOCK_N * BLOCK_M
     # offsets built next to the store, in acc's own layout (converting acc would keep
     # a second fp32 tile live: round 6 measured 233 registers instead of 120)
