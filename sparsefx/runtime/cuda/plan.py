@@ -41,6 +41,7 @@ class TilePlan:
     profile: str                     # hash of the sorted k_t profile
     _orders: dict = field(default_factory=dict)
     _schedules: dict = field(default_factory=dict)
+    _workspaces: dict = field(default_factory=dict)
 
     def blocks_for(self, block_n: int, device) -> Tensor:
         """The grid kernel's column blocks in launch order, as int32 [num_cb, 4] =
@@ -125,8 +126,8 @@ class TilePlan:
         at the same time. Under CUDA graph capture a missing workspace is allocated
         (and zeroed inside the graph) but not kept, as nothing runs before replay."""
         num_mb = -(-M // block_m)
-        key = ("workspace", id(blocks), block_n, block_m, num_mb, device)
-        hit = self._orders.get(key)
+        key = (id(blocks), block_n, block_m, num_mb, device)
+        hit = self._workspaces.get(key)
         if hit is not None:
             return hit
         partials = torch.empty(max(1, blocks.part_rows * num_mb), block_n * block_m,
@@ -136,19 +137,19 @@ class TilePlan:
         capturing = (torch.device(device).type == "cuda"
                      and torch.cuda.is_current_stream_capturing())
         if not capturing:
-            self._orders[key] = (partials, counters)
+            self._workspaces[key] = (partials, counters)
         return partials, counters
 
     def workspace_keys(self) -> set:
         """Keys of the split workspaces this plan keeps (see :meth:`release_workspaces`)."""
-        return {k for k in self._orders if k[0] == "workspace"}
+        return set(self._workspaces)
 
     def release_workspaces(self, keep: set) -> None:
         """Drop the kept split workspaces whose keys are not in ``keep``: kernel choice
         frees those its candidates allocated (never one that existed before it, which
         a captured CUDA graph may still use)."""
         for k in self.workspace_keys() - keep:
-            del self._orders[k]
+            del self._workspaces[k]
 
     def schedule_for(self, block_n: int, block_m: int, block_k: int, M: int,
                      programs: int, group_cb: int, device) -> tuple[Tensor, Tensor]:

@@ -200,27 +200,45 @@ def _tile_block(x_ptr, w_ptr, row_idx_ptr, col_map_ptr, bias_ptr, out_ptr, ws_pt
         acc = tl.dot(tl.trans(wb), xb, acc)
 
     # ---- epilogue: bias, activation, scatter through col_map ----------------------
-    # (the plain epilogue is written twice: SPLIT is a constexpr, so a kernel without
-    # split-K compiles neither the runtime ``group`` test nor the fix-up)
+    # a constexpr False without SPLIT: such a kernel compiles no runtime test and no
+    # fix-up
     if SPLIT:
-        if group >= 0:
-            _finish_split_part(acc, ws_ptr, cnt_ptr, group, parts, part, part_base, mb,
-                               tl.cdiv(M, BLOCK_M), j0, c0, offs_m, m_mask, n_kept,
-                               col_map_ptr, bias_ptr, out_ptr, stride_on, stride_om,
-                               BLOCK_N, BLOCK_M, CHUNK, MAX_PARTS, HAS_BIAS, ACT,
-                               COLS_CONTIG, WIDE_INDEX)
-        else:
-            if not COLS_CONTIG:
-                cols = tl.load(col_map_ptr + j, mask=n_mask, other=0)
-                b = _load_bias(bias_ptr, cols, n_mask, HAS_BIAS)
-            _store_epilogue(acc, b, cols, n_mask, offs_m, m_mask, out_ptr, stride_on,
-                            stride_om, HAS_BIAS, ACT, WIDE_INDEX)
+        is_part = group >= 0
+    else:
+        is_part = False
+    if is_part:
+        _finish_split_part(acc, ws_ptr, cnt_ptr, group, parts, part, part_base, mb,
+                           tl.cdiv(M, BLOCK_M), j0, c0, offs_m, m_mask, n_kept,
+                           col_map_ptr, bias_ptr, out_ptr, stride_on, stride_om,
+                           BLOCK_N, BLOCK_M, CHUNK, MAX_PARTS, HAS_BIAS, ACT,
+                           COLS_CONTIG, WIDE_INDEX)
     else:
         if not COLS_CONTIG:
             cols = tl.load(col_map_ptr + j, mask=n_mask, other=0)
             b = _load_bias(bias_ptr, cols, n_mask, HAS_BIAS)
         _store_epilogue(acc, b, cols, n_mask, offs_m, m_mask, out_ptr, stride_on,
                         stride_om, HAS_BIAS, ACT, WIDE_INDEX)
+
+
+@triton.jit
+def _store_part_sum(acc, ws_ptr, row, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr):
+    """Store a part's fp32 sum into workspace row ``row`` (offsets built here, next
+    to the store, in acc's own layout: converting acc would keep a second fp32 tile
+    live, 233 registers instead of 120 in round 6)."""
+    offs = tl.arange(0, BLOCK_N)[:, None] * BLOCK_M + tl.arange(0, BLOCK_M)[None, :]
+    tl.store(ws_ptr + row.to(tl.int64) * (BLOCK_N * BLOCK_M) + offs, acc)
+
+
+@triton.jit
+def _arrive_last(counter, parts):
+    """Count this part in at its group's ``counter`` after every thread's stores
+    (barrier, then a release); True for the last of ``parts`` to arrive, which also
+    sets the counter back to 0 for the next launch."""
+    tl.debug_barrier()
+    last = tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu") == parts - 1
+    if last:
+        tl.atomic_xchg(counter, 0, sem="relaxed", scope="gpu")
+    return last
 
 
 @triton.jit
@@ -234,20 +252,13 @@ def _finish_split_part(acc, ws_ptr, cnt_ptr, group, parts, part, part_base, mb, 
     row ((part_base + part) * num_mb + mb), then count the group's arrivals at this
     M-block. The last part to arrive adds every part's sum (in part order, so the
     result does not depend on which part came last; ``MAX_PARTS`` >= parts, a power
-    of two, unrolls the loads so they are in flight together), runs the epilogue and
-    sets the counter back to 0 for the next launch. Nobody waits for anybody: no
-    deadlock however the programs are scheduled, and Triton still pipelines the main
-    loop (a spin-wait in a loop stops that: bench/NOTES_tile.md round 6)."""
-    tile = BLOCK_N * BLOCK_M
-    # offsets built next to the store, in acc's own layout (converting acc would keep
-    # a second fp32 tile live: round 6 measured 233 registers instead of 120)
-    offs = tl.arange(0, BLOCK_N)[:, None] * BLOCK_M + tl.arange(0, BLOCK_M)[None, :]
-    tl.store(ws_ptr + ((part_base + part) * num_mb + mb).to(tl.int64) * tile + offs, acc)
-    tl.debug_barrier()                   # every thread's stores before the release
-    counter = cnt_ptr + group * num_mb + mb
-    arrived = tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu")
-    if arrived == parts - 1:
-        tl.atomic_xchg(counter, 0, sem="relaxed", scope="gpu")
+    of two, unrolls the loads so they are in flight together) and runs the epilogue.
+    Nobody waits for anybody: no deadlock however the programs are scheduled, and
+    Triton still pipelines the main loop (a spin-wait in a loop stops that:
+    bench/NOTES_tile.md round 6)."""
+    _store_part_sum(acc, ws_ptr, (part_base + part) * num_mb + mb, BLOCK_N, BLOCK_M)
+    if _arrive_last(cnt_ptr + group * num_mb + mb, parts):
+        tile = BLOCK_N * BLOCK_M
         ar_m = tl.arange(0, BLOCK_M)
         for c in tl.static_range(0, BLOCK_N, CHUNK):
             rows_c = c + tl.arange(0, CHUNK)
