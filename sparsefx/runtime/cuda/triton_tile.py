@@ -200,18 +200,22 @@ def _tile_block(x_ptr, w_ptr, row_idx_ptr, col_map_ptr, bias_ptr, out_ptr, ws_pt
         acc = tl.dot(tl.trans(wb), xb, acc)
 
     # ---- epilogue: bias, activation, scatter through col_map ----------------------
-    # a constexpr False without SPLIT: such a kernel compiles no runtime test and no
-    # fix-up
+    # (the plain epilogue is written twice: only a constexpr ``if`` keeps the fix-up
+    # out of a kernel without split-K, whose workspace pointers are placeholders of
+    # the weights' dtype that the counter atomics would not even compile with)
     if SPLIT:
-        is_part = group >= 0
-    else:
-        is_part = False
-    if is_part:
-        _finish_split_part(acc, ws_ptr, cnt_ptr, group, parts, part, part_base, mb,
-                           tl.cdiv(M, BLOCK_M), j0, c0, offs_m, m_mask, n_kept,
-                           col_map_ptr, bias_ptr, out_ptr, stride_on, stride_om,
-                           BLOCK_N, BLOCK_M, CHUNK, MAX_PARTS, HAS_BIAS, ACT,
-                           COLS_CONTIG, WIDE_INDEX)
+        if group >= 0:
+            _finish_split_part(acc, ws_ptr, cnt_ptr, group, parts, part, part_base, mb,
+                               tl.cdiv(M, BLOCK_M), j0, c0, offs_m, m_mask, n_kept,
+                               col_map_ptr, bias_ptr, out_ptr, stride_on, stride_om,
+                               BLOCK_N, BLOCK_M, CHUNK, MAX_PARTS, HAS_BIAS, ACT,
+                               COLS_CONTIG, WIDE_INDEX)
+        else:
+            if not COLS_CONTIG:
+                cols = tl.load(col_map_ptr + j, mask=n_mask, other=0)
+                b = _load_bias(bias_ptr, cols, n_mask, HAS_BIAS)
+            _store_epilogue(acc, b, cols, n_mask, offs_m, m_mask, out_ptr, stride_on,
+                            stride_om, HAS_BIAS, ACT, WIDE_INDEX)
     else:
         if not COLS_CONTIG:
             cols = tl.load(col_map_ptr + j, mask=n_mask, other=0)
