@@ -57,9 +57,11 @@ def _timed_tile_kernel(x_ptr, w_ptr, row_idx_ptr, col_map_ptr, bias_ptr, out_ptr
     j0 = tl.load(blocks_ptr + 4 * pos + 2)
     c0 = tl.load(blocks_ptr + 4 * pos + 3)
     t_fields = _globaltimer(start + k_t + j0 + c0)
-    _tile_block(x_ptr, w_ptr, row_idx_ptr, col_map_ptr, bias_ptr, out_ptr, start, k_t, j0,
-                c0, mb, M, n_kept, stride_xk, stride_xm, stride_on, stride_om, G, BLOCK_N,
-                BLOCK_M, BLOCK_K, True, 0, True, False)
+    # no split-K: the workspace pointers are placeholders, group -1, one part
+    _tile_block(x_ptr, w_ptr, row_idx_ptr, col_map_ptr, bias_ptr, out_ptr, out_ptr, out_ptr,
+                start, k_t, j0, c0, mb, M, n_kept, stride_xk, stride_xm, stride_on,
+                stride_om, -1, 1, 0, 0, G, BLOCK_N, BLOCK_M, BLOCK_K, True, 0, True, False,
+                False, BLOCK_N, 1)
     t_end = _globaltimer(pid)
     row = stamps_ptr + 4 * pid
     tl.store(row, t_start)
@@ -73,6 +75,18 @@ def launch_position(w: int, num_cb: int, num_mb: int, group_cb: int) -> int:
     per_group = group_cb * num_mb
     first = (w // per_group) * group_cb
     return first + (w % per_group) % min(num_cb - first, group_cb)
+
+
+def ranges(ids: list) -> str:
+    """[0, 1, 2, 5, 6] -> "0-2, 5-6"."""
+    out, i = [], 0
+    while i < len(ids):
+        j = i
+        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
+            j += 1
+        out.append(f"{ids[i]}-{ids[j]}" if j > i else f"{ids[i]}")
+        i = j + 1
+    return ", ".join(out)
 
 
 def spread(v: torch.Tensor) -> str:
@@ -132,6 +146,15 @@ def main():
               f"{spread((end - start)[~doubled])}")
         pos = torch.tensor([launch_position(w, num_cb, -(-M // cfg.block_m), cfg.group_cb)
                             for w in range(grid[0])])
+        alone = [w for w in range(grid[0]) if not bool(doubled[w])]
+        print(f"  programs alone on an SM: {ranges(alone)}")
+        for rep in range(2):                 # the same placement launch after launch?
+            timed()
+            torch.cuda.synchronize()
+            sm2 = stamps[:, 3].cpu().long()
+            alone2 = [w for w in range(grid[0]) if int(torch.bincount(sm2)[sm2[w]]) == 1]
+            print(f"  relaunch {rep}: same SM per program {bool((sm2 == sm).all())}, "
+                  f"same programs alone {alone2 == alone}")
         for q in range(min(num_cb, 8)):
             d = (end - start)[pos == q]
             print(f"  position {q} (k_t {int(blocks[q, 1])}): duration {spread(d)}")
