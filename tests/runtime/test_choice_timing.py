@@ -1,8 +1,9 @@
 """Kernel choice's two-pass timing (runtime/cuda/dispatch._measure), on CPU.
 
 The timer is replaced by a script of times in call order, so the test pins down the
-protocol: dense and every candidate once, then the fastest few and dense again in
-reverse order, each keeping its best time, and the choice follows the final times.
+protocol: a discarded warm-up timing of the direct dense product, dense and every
+candidate once, then the fastest few and dense again in reverse order, each keeping its
+best time, and the choice follows the final times.
 Needs triton importable (dispatch imports the Triton kernels); no GPU.
 """
 from __future__ import annotations
@@ -20,10 +21,11 @@ A, B, C, D = (TileConfig(128, bm, 64, 4, 4) for bm in (16, 32, 64, 128))
 
 
 def measure(monkeypatch, script, configs=(A, B, C, D), feature_major=False,
-            fm_variants=("direct", "via_row_major")):
-    """Run _measure with ``script`` as the successive _time_ms results (a row-major
-    layer times one dense variant, a feature-major one ``fm_variants``)."""
-    calls = iter(script)
+            fm_variants=("direct", "via_row_major"), warmup=50.0):
+    """Run _measure with ``script`` as the successive _time_ms results after the
+    warm-up timing (``warmup``; a row-major layer times one dense variant, a
+    feature-major one ``fm_variants``)."""
+    calls = iter([warmup, *script])
 
     def timer(fn):
         ms = next(calls)
@@ -53,6 +55,15 @@ def test_second_pass_corrects_a_drifted_first_pass(monkeypatch):
     assert dec.dense_ms == 10
     final = {TileConfig.from_dict(c): ms for c, ms in dec.candidates}
     assert final == {A: 5, B: 6, C: 4, D: 9}
+
+
+def test_the_warm_up_timing_is_discarded(monkeypatch):
+    # a boost-clock warm-up of 1 would make dense win if it counted
+    # (pass 1: dense 10, A 5; pass 2: A 6, dense 12)
+    dec = measure(monkeypatch, [10, 5, 6, 12], configs=(A,), warmup=1.0)
+    assert dec.choice == "sparse" and dec.dense_ms == 10 and dec.sparse_ms == 5
+    with pytest.raises(RuntimeError, match="out of resources"):
+        measure(monkeypatch, [], configs=(A,), warmup=None)   # direct fails at once
 
 
 def test_dense_wins_when_its_best_time_is_faster(monkeypatch):
