@@ -1,9 +1,11 @@
-"""Kernel choice's two-pass timing (runtime/cuda/dispatch._measure), on CPU.
+"""Kernel choice's timing protocol (runtime/cuda/dispatch._measure), on CPU.
 
 The timer is replaced by a script of times in call order, so the test pins down the
-protocol: a discarded warm-up timing of the direct dense product, dense and every
-candidate once, then the fastest few and dense again in reverse order, each keeping its
-best time, and the choice follows the final times.
+protocol: a discarded warm-up timing of the direct dense product; a screening pass over
+every dense variant and every candidate; then three rounds over the finalists (the
+fastest two dense variants, then the fastest three configs; the middle round in reverse
+order), each finalist keeping the median of its rounds, and the choice follows those
+medians.
 Needs triton importable (dispatch imports the Triton kernels); no GPU.
 """
 from __future__ import annotations
@@ -47,62 +49,108 @@ def measure(monkeypatch, script, configs=(A, B, C, D), feature_major=False,
     return dec
 
 
-def test_second_pass_corrects_a_drifted_first_pass(monkeypatch):
-    # pass 1: dense 10, A 5, B 6, C 7, D 9 -> finalists A, B, C re-timed as C, B, A
-    # (C really is fastest: it ran hot the first time), then dense again
-    dec = measure(monkeypatch, [10, 5, 6, 7, 9, 4, 6.5, 5.5, 11])
-    assert dec.choice == "sparse" and dec.config == C and dec.sparse_ms == 4
+def test_final_rounds_correct_a_drifted_screening_pass(monkeypatch):
+    # screening: dense 10, A 5, B 6, C 7, D 9 -> finalists dense; A, B, C.
+    # rounds: [dense A B C], [C B A dense], [dense A B C]
+    # C really is fastest (it ran hot in the screening pass); D keeps its one timing
+    dec = measure(monkeypatch, [10, 5, 6, 7, 9,
+                                10, 5.5, 6, 4,
+                                4.2, 6.1, 5.4, 10.5,
+                                9.8, 5.6, 6.2, 4.1])
+    assert dec.choice == "sparse" and dec.config == C and dec.sparse_ms == 4.1
     assert dec.dense_ms == 10
     final = {TileConfig.from_dict(c): ms for c, ms in dec.candidates}
-    assert final == {A: 5, B: 6, C: 4, D: 9}
+    assert final == {A: 5.5, B: 6.1, C: 4.1, D: 9}
+
+
+def test_one_lucky_timing_does_not_decide(monkeypatch):
+    # A once times at 3 (boost clock) but its median is 8; dense's median is 7.5
+    dec = measure(monkeypatch, [8, 9,  7.5, 3,  8, 7.4,  7.6, 8.1], configs=(A,))
+    assert dec.choice == "dense" and dec.dense_ms == 7.5 and dec.sparse_ms == 8
 
 
 def test_the_warm_up_timing_is_discarded(monkeypatch):
     # a boost-clock warm-up of 1 would make dense win if it counted
-    # (pass 1: dense 10, A 5; pass 2: A 6, dense 12)
-    dec = measure(monkeypatch, [10, 5, 6, 12], configs=(A,), warmup=1.0)
+    dec = measure(monkeypatch, [10, 5,  10, 5,  5, 10,  10, 5], configs=(A,),
+                  warmup=1.0)
     assert dec.choice == "sparse" and dec.dense_ms == 10 and dec.sparse_ms == 5
     with pytest.raises(RuntimeError, match="out of resources"):
         measure(monkeypatch, [], configs=(A,), warmup=None)   # direct fails at once
 
 
-def test_dense_wins_when_its_best_time_is_faster(monkeypatch):
-    # pass 1: dense 9, A 8, B 12; pass 2: B 8.5, A 9, dense 7.5 -> dense (8 vs 7.5)
-    dec = measure(monkeypatch, [9, 8, 12, 8.5, 9, 7.5], configs=(A, B))
-    assert dec.choice == "dense" and dec.dense_ms == 7.5 and dec.sparse_ms == 8
+def test_dense_wins_when_its_median_is_faster(monkeypatch):
+    # screening: dense 9, A 8, B 12 -> rounds over dense, A, B
+    dec = measure(monkeypatch, [9, 8, 12,
+                                7.5, 8, 12,
+                                12, 8.2, 7.4,
+                                7.6, 8.1, 11], configs=(A, B))
+    assert dec.choice == "dense" and dec.dense_ms == 7.5 and dec.sparse_ms == 8.1
     assert dec.config == A                 # the best sparse config is still recorded
 
 
 def test_fewer_candidates_than_finalists(monkeypatch):
-    dec = measure(monkeypatch, [10, 3, 2, 10], configs=(A,))
+    dec = measure(monkeypatch, [10, 3,  10, 2,  2, 10,  10, 2.5], configs=(A,))
     assert dec.choice == "sparse" and dec.sparse_ms == 2 and len(dec.candidates) == 1
 
 
+def test_no_candidate_runs_then_dense(monkeypatch):
+    dec = measure(monkeypatch, [10, None, None,  9,  9.5,  9.2], configs=(A, B))
+    assert dec.choice == "dense" and dec.dense_ms == 9.2 and dec.sparse_ms is None
+    assert dec.config is None and dec.candidates == []
+
+
 def test_feature_major_keeps_the_faster_dense_variant(monkeypatch):
-    # pass 1: direct 10, via_row_major 9, A 12; pass 2: A 11, direct 8.5, via 9.5
-    dec = measure(monkeypatch, [10, 9, 12, 11, 8.5, 9.5], configs=(A,),
-                  feature_major=True)
+    # screening: direct 10, via_row_major 9, A 12; the rounds take the dense
+    # finalists fastest first (via_row_major, direct), then A
+    dec = measure(monkeypatch, [10, 9, 12,
+                                9.5, 8.5, 11,
+                                11, 8.5, 9.5,
+                                9.6, 8.4, 12], configs=(A,), feature_major=True)
     assert dec.choice == "dense" and dec.dense_ms == 8.5
     assert dec.dense_variant == "direct"
-    dec = measure(monkeypatch, [10, 9, 12, 11, 10, 9.5], configs=(A,),
-                  feature_major=True)
+    dec = measure(monkeypatch, [10, 9, 12,
+                                9, 10, 11,
+                                11, 10, 9,
+                                9.5, 10, 12], configs=(A,), feature_major=True)
     assert dec.dense_variant == "via_row_major" and dec.dense_ms == 9
     assert dispatch.Decision.from_dict(dec.to_dict()).dense_variant == "via_row_major"
 
 
-def test_a_dense_triton_variant_can_win_and_a_failing_one_is_skipped(monkeypatch):
+def test_only_the_fastest_dense_variants_reach_the_final_rounds(monkeypatch):
     names = [c.name for c in dispatch.dense_configs(8)]
     variants = ("direct", "via_row_major", *names)
-    # pass 1: direct 10, via 9, triton[0] fails, triton[1] 7, A 12;
-    # pass 2: A 11, direct 10, via 9, triton[0] fails again, triton[1] 7.5
-    dec = measure(monkeypatch, [10, 9, None, 7, 12, 11, 10, 9, None, 7.5], configs=(A,),
+    # screening: direct 10, via 9, triton[0] fails, triton[1] 7, A 12; the finalists
+    # are triton[1] and via (direct sits out the rounds), then A
+    dec = measure(monkeypatch, [10, 9, None, 7, 12,
+                                7.5, 9, 11,
+                                11, 9, 7.2,
+                                7.1, 9.2, 12], configs=(A,),
                   feature_major=True, fm_variants=variants)
-    assert dec.choice == "dense" and dec.dense_variant == names[1] and dec.dense_ms == 7
+    assert dec.choice == "dense" and dec.dense_variant == names[1] and dec.dense_ms == 7.2
+
+
+def test_a_finalist_failing_in_a_round_keeps_the_rounds_it_ran(monkeypatch):
+    names = [c.name for c in dispatch.dense_configs(8)]
+    variants = ("direct", names[0])
+    # screening: direct 10, triton 8, A 9; triton fails in rounds 2 and 3
+    dec = measure(monkeypatch, [10, 8, 9,
+                                8.5, 10, 9,
+                                9, 10, None,
+                                None, 10, 9], configs=(A,),
+                  feature_major=True, fm_variants=variants)
+    assert dec.dense_variant == names[0] and dec.dense_ms == 8.5
+    assert dec.choice == "dense"
 
 
 def test_direct_dense_failing_is_an_error(monkeypatch):
     with pytest.raises(RuntimeError, match="out of resources"):
         measure(monkeypatch, [None], configs=(A,), feature_major=True)
+
+
+def test_median_of_odd_and_even_counts():
+    assert dispatch._median([3.0, 1.0, 2.0]) == 2.0
+    assert dispatch._median([4.0, 1.0]) == 2.5
+    assert dispatch._median([7.0]) == 7.0
 
 
 def test_feature_major_dense_variants_include_the_triton_kernel():

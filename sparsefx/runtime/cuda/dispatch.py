@@ -41,6 +41,9 @@ from sparsefx.runtime.cuda.triton_launch import next_power_of_2
 from sparsefx.runtime.ops import _check_tile_args, apply_activation
 
 #: bump when kernels change so stale on-disk decisions are not reused
+# v12: kernel choice's final rounds (the fastest sparse configs and dense variants,
+# interleaved, median of three), and the sm90 kernel skips the all-zero 16-row slices
+# of an item's last K-step;
 # v11: a discarded warm-up timing before the first pass of kernel choice;
 # v10: split-K candidates of the grid kernel (TileConfig.split);
 # v9: feature-major layers also time cuBLAS's bare product plus a Triton bias pass,
@@ -49,7 +52,7 @@ from sparsefx.runtime.ops import _check_tile_args, apply_activation
 # v7: the grid kernel reads its column blocks from a table (TilePlan.blocks_for);
 # v6: two-pass timing in kernel choice; v5: sm90 producer rework and bulk-store
 # epilogue; v4: sm90 CUDA C++ candidates; v3: CUDA graphs
-KERNEL_VERSION = "tile-triton-v11"
+KERNEL_VERSION = "tile-triton-v12"
 CACHE_ENV = "SPARSEFX_CACHE_DIR"
 _SUPPORTED = (torch.float16, torch.bfloat16)
 
@@ -484,64 +487,109 @@ def _measure(x, values, row_idx, row_ptr, col_map, bias, out_features, activatio
     """Time dense (each of :func:`dense_variants`) and every candidate config; keep
     the fastest.
 
-    A warm-up timing of the direct dense product first (discarded), then two passes:
-    dense and all candidates once, then the :data:`FINALISTS` fastest in reverse order
-    and dense again, each keeping its best time. Why: the GPU's clock
-    drifts while candidates are timed one after another (a cold GPU speeds up, one
-    heated by the dense GEMM throttles), which favours whichever config is timed first. In run 5
-    choice kept a Triton config on 16384×4096→4096 at 75% that the sm90 kernel (timed
-    last) beats by 10–13% when the two are timed side by side (bench/NOTES_tile.md,
-    round 5)."""
+    Protocol: a warm-up timing of the direct dense product (discarded); a screening
+    pass that times every dense variant and every candidate once; then
+    :data:`FINAL_ROUNDS` rounds over the finalists only — the :data:`FINALISTS`
+    fastest sparse configs and the :data:`DENSE_FINALISTS` fastest dense variants —
+    in alternating order (forward, then reversed), and each finalist's time is the
+    median of its rounds. The choice compares those medians.
+
+    Why rounds and a median: the GPU's clock drifts while candidates are timed one
+    after another (a cold GPU speeds up, one heated by the dense GEMM throttles), so
+    a single timing, or the best of two, favours whatever ran at a good moment. In
+    run 5 choice kept a Triton config on 16384×4096→4096 at 75% that the sm90 kernel
+    (timed last) beats by 10–13% side by side (bench/NOTES_tile.md round 5); in run 11
+    a best-of-two kept a dense variant timed once at boost clock (round 11).
+    Interleaving gives sparse and dense the same sequence of GPU states, and the
+    median ignores one lucky or unlucky round."""
     args = (x, values, row_idx, row_ptr, col_map, bias, out_features, activation,
             feature_major)
 
-    def time_dense(dense_times: dict) -> None:
-        for variant in dense_variants(feature_major, shape["M"]):
-            try:
-                ms = _time_ms(lambda: dense_forward(*args, variant))
-            except Exception:  # a Triton variant that does not fit (never "direct")
-                if variant == "direct":
-                    raise
-                continue
-            dense_times[variant] = min(ms, dense_times.get(variant, ms))
+    def time_dense(variant: str) -> Optional[float]:
+        try:
+            return _time_ms(lambda: dense_forward(*args, variant))
+        except Exception:      # a Triton variant that does not fit (never "direct")
+            if variant == "direct":
+                raise
+            return None
+
+    def time_sparse(cfg: TileConfig) -> Optional[float]:
+        try:
+            return _time_ms(lambda: sparse_forward(*args, plan, cfg))
+        except Exception:      # e.g. triton OutOfResources for this shape: skip it
+            return None
 
     # warm-up, result discarded: on a GPU that was idle, whatever is timed first runs at
     # boost clock. In RESULTS run 11 the first layer of a call timed the `direct` dense
     # variant at 849 µs, kept it, and it then ran at 1003 µs where the Triton variant
     # runs at about 880 (bench/NOTES_tile.md round 11)
     _time_ms(lambda: dense_forward(*args, "direct"))
-    dense_times: dict[str, float] = {}
-    time_dense(dense_times)
-    times: dict[TileConfig, float] = {}
+    dense_times = _screen(dense_variants(feature_major, shape["M"]), time_dense)
     workspaces = plan.workspace_keys()
-    for cfg in candidate_configs(shape["M"], plan.G, feature_major):
-        if cfg.split and not _split_worth_timing(plan, cfg, shape["M"], x.device):
-            continue
-        try:
-            times[cfg] = _time_ms(lambda: sparse_forward(*args, plan, cfg))
-        except Exception:      # e.g. triton OutOfResources for this shape: skip it
-            continue
-    if not times:
-        plan.release_workspaces(keep=workspaces)
-        variant = min(dense_times, key=dense_times.get)
-        return Decision(key, "dense", None, dense_times[variant], None, shape, [],
-                        dense_variant=variant)
-    finalists = sorted(times, key=times.get)[:FINALISTS]
-    for cfg in reversed(finalists):
-        times[cfg] = min(times[cfg], _time_ms(lambda: sparse_forward(*args, plan, cfg)))
-    time_dense(dense_times)
+    configs = [cfg for cfg in candidate_configs(shape["M"], plan.G, feature_major)
+               if not cfg.split or _split_worth_timing(plan, cfg, shape["M"], x.device)]
+    times = _screen(configs, time_sparse)
+    final_dense = _fastest(dense_times, DENSE_FINALISTS)
+    final_sparse = _fastest(times, FINALISTS)
+    entrants = [("dense", v) for v in final_dense] + [("sparse", c) for c in final_sparse]
+    rounds = _final_rounds(entrants, lambda kind, what: time_dense(what) if kind == "dense"
+                           else time_sparse(what))
+    for (kind, what), ms in rounds.items():
+        (dense_times if kind == "dense" else times)[what] = ms
     plan.release_workspaces(keep=workspaces)   # the winner's comes back on first use
-    variant = min(dense_times, key=dense_times.get)
+    variant = min(final_dense, key=dense_times.get)
     dense_ms = dense_times[variant]
-    best_cfg = min(times, key=times.get)
+    if not times:
+        return Decision(key, "dense", None, dense_ms, None, shape, [],
+                        dense_variant=variant)
+    best_cfg = min(final_sparse, key=times.get)
     best_ms = times[best_cfg]
     choice = "sparse" if best_ms < dense_ms else "dense"
     return Decision(key, choice, best_ms, dense_ms, best_cfg, shape,
                     [(c.to_dict(), ms) for c, ms in times.items()], dense_variant=variant)
 
 
-#: candidates re-timed in the second pass of :func:`_measure`
+def _screen(entries, time_one) -> dict:
+    """One timing per entry, in order; entries that fail to run are left out."""
+    out = {}
+    for entry in entries:
+        ms = time_one(entry)
+        if ms is not None:
+            out[entry] = ms
+    return out
+
+
+def _fastest(times: dict, n: int) -> list:
+    """The ``n`` entries of ``times`` with the lowest time, fastest first."""
+    return sorted(times, key=times.get)[:n]
+
+
+def _final_rounds(entrants: list, time_one) -> dict:
+    """Median time of each ``(kind, what)`` entrant over :data:`FINAL_ROUNDS` rounds,
+    each round in the opposite order of the one before. An entrant that fails in a
+    round gets the median of the rounds it ran; one that fails in every round is left
+    out (the caller keeps its screening time)."""
+    runs: dict = {e: [] for e in entrants}
+    for r in range(FINAL_ROUNDS):
+        for entrant in (entrants if r % 2 == 0 else entrants[::-1]):
+            ms = time_one(*entrant)
+            if ms is not None:
+                runs[entrant].append(ms)
+    return {e: _median(ms) for e, ms in runs.items() if ms}
+
+
+def _median(values: list) -> float:
+    """The median; for an even count, the mean of the middle two."""
+    v = sorted(values)
+    mid = len(v) // 2
+    return v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2
+
+
+#: sparse configs and dense variants timed again in :func:`_measure`'s final rounds
 FINALISTS = 3
+DENSE_FINALISTS = 2
+#: rounds over the finalists (alternating order; each keeps its median)
+FINAL_ROUNDS = 3
 #: split-K candidates whose workspace (partial sums) would be larger are not timed
 MAX_SPLIT_WORKSPACE = 64 << 20
 
