@@ -550,6 +550,15 @@ __global__ void __launch_bounds__(THREADS, 1)
     for (int it = first + (PP ? ci : 0); it < last; it += PP ? 2 : 1) {
       const int4 item = p.items[it];
       const int nsteps = (item.y + BK - 1) / BK;
+      // 16-row MMA slices that hold kept rows in the item's last K-step (1..BK/16): the
+      // rest of that step is zero rows, whose wgmmas would add nothing but time and power
+      // (under sustained load the board power limit sets the clock: bench/NOTES_tile.md
+      // round 12). Uniform across the warpgroup, as the wgmma predicate must be (shfl
+      // from lane 0, like ci). With the predicate ptxas injects a warpgroup.arrive before
+      // the wgmmas (info C7519; a branch instead did the same); it reports no wgmma
+      // serialization, and the kernel measured as fast or faster (round 12).
+      const int last_slices =
+          __shfl_sync(0xffffffffu, (item.y - (nsteps - 1) * BK + 15) / 16, 0);
       if (nsteps == 0) {
 #pragma unroll
         for (int i = 0; i < C::ACC; ++i) acc[i] = 0.0f;
@@ -569,6 +578,8 @@ __global__ void __launch_bounds__(THREADS, 1)
         const uint32_t s0 = base + stage * C::STAGE_BYTES;
         fence_regs<C::ACC>(acc);
         wgmma_fence();
+        // the last K-step of an item issues only its slices with kept rows
+        const int slices = ks + 1 < nsteps ? BK / 16 : last_slices;
 #pragma unroll
         for (int kk = 0; kk < BK / 16; ++kk) {
 #pragma unroll
@@ -577,7 +588,8 @@ __global__ void __launch_bounds__(THREADS, 1)
             if (!SFX_DIAG_NO_MMA)
             Wgmma<WG_N, BF16>::mma(acc + h * (WG_N / 2),
                                    make_desc(s0 + a_off + h * CHUNK_BYTES + kk * 2048),
-                                   make_desc(s0 + b_off + kk * 2048), (ks > 0 || kk > 0) ? 1 : 0);
+                                   make_desc(s0 + b_off + kk * 2048),
+                                   (ks > 0 || kk > 0) ? 1 : 0, kk < slices);
           }
         }
         wgmma_commit();

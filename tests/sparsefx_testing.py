@@ -16,6 +16,10 @@ from sparsefx.passes.pack_weights import PackWeights
 from sparsefx.passes.substitute_ops import SubstituteOps
 
 
+#: kept rows per tile of the ``slices`` structure of :func:`make_tile_layer`
+SLICE_COUNTS = (1, 15, 16, 17, 31, 32, 33, 47, 48, 49, 63, 64, 65, 80, 97, 113)
+
+
 def make_tile_layer(N: int, K: int, G: int, structure: str, gen: torch.Generator):
     """A packed random TW weight ``(packed, layout)`` for the kernel tests. Structures:
     ``uneven``: kept output features a random subset (``col_map`` not contiguous, some
@@ -26,7 +30,10 @@ def make_tile_layer(N: int, K: int, G: int, structure: str, gen: torch.Generator
     at a tile boundary (each tile's features stay one contiguous run starting at a
     multiple of 8);
     ``tail``: the last 5 output features pruned (the edge tile's padding would cover
-    them)."""
+    them);
+    ``slices``: tile t keeps ``SLICE_COUNTS[t % 16]`` rows, so the last 64-row K-step
+    of the tiles holds every count of 16-row slices, ending inside, at and just past a
+    slice boundary (needs K >= 113)."""
     from sparsefx.patterns.tile import TileLayout, pack
     kept = torch.arange(N)
     if structure == "uneven":
@@ -40,6 +47,10 @@ def make_tile_layer(N: int, K: int, G: int, structure: str, gen: torch.Generator
         keep = torch.ones(T, K, dtype=torch.bool)
     elif structure == "empty":
         keep = torch.zeros(T, K, dtype=torch.bool)
+    elif structure == "slices":
+        keep = torch.zeros(T, K, dtype=torch.bool)
+        for t in range(T):
+            keep[t, torch.randperm(K, generator=gen)[:SLICE_COUNTS[t % 16]]] = True
     elif structure == "ragged":
         keep = torch.zeros(T, K, dtype=torch.bool)
         for t in range(T):

@@ -64,6 +64,16 @@ def run_case(M, K, N, G, structure, dtype, activation, with_bias, block_m, gen,
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "bf16"])
+@pytest.mark.parametrize("block_m", [256, 128])
+def test_last_step_slices(dtype, block_m):
+    """Tiles whose last K-step holds 1, 2, 3 or 4 sixteen-row slices of kept rows (the
+    kernel skips the all-zero slices): 16 tiles with kept counts 1..113 around every
+    slice boundary, M not a multiple of the block."""
+    gen = torch.Generator().manual_seed(zlib.crc32(f"slices-{dtype}-{block_m}".encode()))
+    run_case(333, 160, 16 * 64, 64, "slices", dtype, "none", True, block_m, gen)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "bf16"])
 @pytest.mark.parametrize("G", [64, 128])
 @pytest.mark.parametrize("block_m", [256, 128])
 @pytest.mark.parametrize("structure", ["uneven", "single", "empty", "dense", "ragged"])
