@@ -8,5 +8,5 @@ source bench/device_setup.sh
 timeout ${BENCH_TIMEOUT:-420} python bench/bench_tile.py --shapes "${SHAPES:-large,bert,small}" \
   --G 128 --sparsity 0,0.5,0.75,0.9 --row-major "${RM-0,0.75}" 2>&1 \
   | tee "$OUT/bench_tile.log" | grep "^|\|^#"
-timeout 120 python bench/probe_clocks.py 2>&1 | tee "$OUT/probe_clocks.log" \
+timeout 200 python bench/probe_clocks.py 2>&1 | tee "$OUT/probe_clocks.log" \
   | grep "^|\|^#\|Error"
