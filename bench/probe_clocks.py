@@ -10,7 +10,11 @@ per phase the time per call and the median clock and power, so the gap can be pu
 the clock (power or thermal limit) or not; ``nvidia-smi`` also says which limit holds the
 clock down.
 
-    PYTHONPATH=. python bench/probe_clocks.py
+    PYTHONPATH=. python bench/probe_clocks.py [--shadow]
+
+``--shadow`` also times each path the way bench_tile's graph column does
+(``dispatch._time_ms``) right after 1.5 s of the other path and right after 1.5 s of
+itself.
 """
 from __future__ import annotations
 
@@ -173,7 +177,24 @@ def main():
                     f"{got[0]:.0f} | {got[1]:.0f} | {got[2]:.0f} | {got[3]} | {got[4]}"
                 print(f"| {case} | {name} | {mode} | {us:.1f} | {clk} |", flush=True)
         print(f"# {case}: choice {dec.choice} {dec.config}")
+        if "--shadow" in sys.argv:
+            shadow(case, paths)
     sampler.stop()
+
+
+def shadow(case: str, paths: dict) -> None:
+    """bench_tile's graph timing of each path (``dispatch._time_ms``, as it takes it)
+    right after 1.5 s of the other path, and right after 1.5 s of the same path: does
+    the timing depend on the clock the previous path left?"""
+    (dense_name, dense), (chosen_name, chosen) = paths.items()
+    for name, fn, other in ((dense_name, dense, chosen), (chosen_name, chosen, dense)):
+        got = {}
+        for before_name, before in (("other path", other), ("same path", fn)):
+            time.sleep(REST_S)
+            run_for(graph_of(before), 1.5)
+            got[before_name] = dispatch._time_ms(fn) * 1e3
+        print(f"# {case}: {name}: _time_ms {got['other path']:.1f} µs right after the "
+              f"other path, {got['same path']:.1f} µs right after itself", flush=True)
 
 
 if __name__ == "__main__":
