@@ -174,6 +174,10 @@ def _tile_block(x_ptr, w_ptr, row_idx_ptr, col_map_ptr, bias_ptr, out_ptr, ws_pt
         # row indices, so that the epilogue waits for no load.
         cols = tl.multiple_of(c0, 16) + tl.arange(0, BLOCK_N)
         b = _load_bias(bias_ptr, cols, n_mask, HAS_BIAS)
+    else:
+        # placeholders: _plain_epilogue loads both through col_map
+        cols = j
+        b = tl.zeros((BLOCK_N,), tl.float32)
     offs_m = mb * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_k = tl.arange(0, BLOCK_K)
     m_mask = offs_m < M
@@ -200,9 +204,10 @@ def _tile_block(x_ptr, w_ptr, row_idx_ptr, col_map_ptr, bias_ptr, out_ptr, ws_pt
         acc = tl.dot(tl.trans(wb), xb, acc)
 
     # ---- epilogue: bias, activation, scatter through col_map ----------------------
-    # (the plain epilogue is written twice: only a constexpr ``if`` keeps the fix-up
-    # out of a kernel without split-K, whose workspace pointers are placeholders of
-    # the weights' dtype that the counter atomics would not even compile with)
+    # (the plain epilogue is called from two branches: only a constexpr ``if`` keeps
+    # the fix-up out of a kernel without split-K, whose workspace pointers are
+    # placeholders of the weights' dtype that the counter atomics would not even
+    # compile with)
     if SPLIT:
         if group >= 0:
             _finish_split_part(acc, ws_ptr, cnt_ptr, group, parts, part, part_base, mb,
@@ -211,17 +216,28 @@ def _tile_block(x_ptr, w_ptr, row_idx_ptr, col_map_ptr, bias_ptr, out_ptr, ws_pt
                                BLOCK_N, BLOCK_M, CHUNK, MAX_PARTS, HAS_BIAS, ACT,
                                COLS_CONTIG, WIDE_INDEX)
         else:
-            if not COLS_CONTIG:
-                cols = tl.load(col_map_ptr + j, mask=n_mask, other=0)
-                b = _load_bias(bias_ptr, cols, n_mask, HAS_BIAS)
-            _store_epilogue(acc, b, cols, n_mask, offs_m, m_mask, out_ptr, stride_on,
-                            stride_om, HAS_BIAS, ACT, WIDE_INDEX)
+            _plain_epilogue(acc, cols, b, j, n_mask, offs_m, m_mask, col_map_ptr,
+                            bias_ptr, out_ptr, stride_on, stride_om, HAS_BIAS, ACT,
+                            COLS_CONTIG, WIDE_INDEX)
     else:
-        if not COLS_CONTIG:
-            cols = tl.load(col_map_ptr + j, mask=n_mask, other=0)
-            b = _load_bias(bias_ptr, cols, n_mask, HAS_BIAS)
-        _store_epilogue(acc, b, cols, n_mask, offs_m, m_mask, out_ptr, stride_on,
-                        stride_om, HAS_BIAS, ACT, WIDE_INDEX)
+        _plain_epilogue(acc, cols, b, j, n_mask, offs_m, m_mask, col_map_ptr, bias_ptr,
+                        out_ptr, stride_on, stride_om, HAS_BIAS, ACT, COLS_CONTIG,
+                        WIDE_INDEX)
+
+
+@triton.jit
+def _plain_epilogue(acc, cols, b, j, n_mask, offs_m, m_mask, col_map_ptr, bias_ptr,
+                    out_ptr, stride_on, stride_om, HAS_BIAS: tl.constexpr,
+                    ACT: tl.constexpr, COLS_CONTIG: tl.constexpr,
+                    WIDE_INDEX: tl.constexpr):
+    """The epilogue of a whole block: with ``COLS_CONTIG`` ``cols`` and ``b`` were
+    loaded before the main loop; otherwise they are placeholders, loaded here through
+    ``col_map`` (packed columns ``j``)."""
+    if not COLS_CONTIG:
+        cols = tl.load(col_map_ptr + j, mask=n_mask, other=0)
+        b = _load_bias(bias_ptr, cols, n_mask, HAS_BIAS)
+    _store_epilogue(acc, b, cols, n_mask, offs_m, m_mask, out_ptr, stride_on,
+                    stride_om, HAS_BIAS, ACT, WIDE_INDEX)
 
 
 @triton.jit
