@@ -75,6 +75,18 @@ def make_layout(N: int, K: int, G: int, counts: torch.Tensor, gen) -> TileLayout
     return TileLayout(N, K, G, torch.arange(N), keep)
 
 
+def random_layer(N: int, K: int, G: int, sparsity: float, uneven: bool, gen,
+                 dtype=torch.float16):
+    """A random TW layer on the GPU: the dense weight ``W`` (random, never zeros), its
+    packed form for a layout with :func:`kept_counts` rows per tile, the bias, and the
+    kept counts. Returns ``(W, packed, b, counts)``."""
+    counts = kept_counts(-(-N // G), K, sparsity, uneven, gen)
+    layout = make_layout(N, K, G, counts, gen)
+    W = torch.randn(N, K, device="cuda", dtype=dtype) * 0.05
+    b = torch.randn(N, device="cuda", dtype=dtype)
+    return W, pack(W, layout), b, counts
+
+
 def bench_ms(fn) -> float:
     from triton.testing import do_bench
     return float(do_bench(fn, warmup=25, rep=100, return_mode="median"))
@@ -84,11 +96,7 @@ def run_case(M, K, N, G, sparsity, uneven, feature_major, gen, dtype=torch.float
     from sparsefx.runtime.cuda import dispatch
     from sparsefx.runtime.cuda.plan import get_plan
     T = -(-N // G)
-    counts = kept_counts(T, K, sparsity, uneven, gen)
-    layout = make_layout(N, K, G, counts, gen)
-    W = torch.randn(N, K, device="cuda", dtype=dtype) * 0.05
-    b = torch.randn(N, device="cuda", dtype=dtype)
-    packed = pack(W, layout)
+    W, packed, b, counts = random_layer(N, K, G, sparsity, uneven, gen, dtype)
     values, row_idx, row_ptr, col_map = (packed.values, packed.row_idx, packed.row_ptr,
                                          packed.col_map)
     x_rm = torch.randn(M, K, device="cuda", dtype=dtype)

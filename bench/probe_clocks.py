@@ -31,8 +31,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_tile import kept_counts, make_layout  # noqa: E402
-from sparsefx.patterns.tile import pack  # noqa: E402
+from bench_tile import random_layer  # noqa: E402
 from sparsefx.runtime.cuda import dispatch, register_cuda_kernels  # noqa: E402
 
 PHASE_S = 2.0          # seconds each phase runs
@@ -149,10 +148,7 @@ def main():
     for M, K, N, sparsity in [(16384, 4096, 4096, 0.9), (16384, 4096, 4096, 0.75),
                               (8192, 4096, 11008, 0.9), (8192, 4096, 11008, 0.75)]:
         G = 128
-        counts = kept_counts(N // G, K, sparsity, False, gen)
-        W = torch.randn(N, K, device="cuda", dtype=torch.float16) * 0.05
-        p = pack(W, make_layout(N, K, G, counts, gen))
-        b = torch.randn(N, device="cuda", dtype=torch.float16)
+        W, p, b, _ = random_layer(N, K, G, sparsity, False, gen)
         x_rm = torch.randn(M, K, device="cuda", dtype=torch.float16)
         x = x_rm.t().contiguous()
         args = (x, p.values, p.row_idx, p.row_ptr, p.col_map, b, N, "none", True)

@@ -21,8 +21,7 @@ from triton.testing import do_bench
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_tile import kept_counts, make_layout  # noqa: E402
-from sparsefx.patterns.tile import pack  # noqa: E402
+from bench_tile import random_layer  # noqa: E402
 from sparsefx.runtime.cuda import dispatch, register_cuda_kernels, triton_tile  # noqa: E402
 from sparsefx.runtime.cuda.plan import get_plan  # noqa: E402
 from sparsefx.runtime.cuda.transpose import transpose_2d  # noqa: E402
@@ -40,10 +39,7 @@ def main():
     print("| M×K→N, 75% rm | PDL | path | eager do_bench µs | eager, no flush µs | graph µs |")
     print("|---|---|---|---|---|---|")
     for M, K, N in [(4096, 3072, 768), (4096, 768, 3072), (16, 4096, 4096)]:
-        counts = kept_counts(N // 128, K, 0.75, False, gen)
-        W = torch.randn(N, K, device="cuda", dtype=torch.float16) * 0.05
-        p = pack(W, make_layout(N, K, 128, counts, gen))
-        b = torch.randn(N, device="cuda", dtype=torch.float16)
+        W, p, b, _ = random_layer(N, K, 128, 0.75, False, gen)
         x = torch.randn(M, K, device="cuda", dtype=torch.float16)
         x_fm = x.t().contiguous()
         plan = get_plan(p.row_ptr, p.col_map, N, 128)

@@ -15,7 +15,6 @@ not shipped; the output is checked against the shipped kernel's.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -26,8 +25,7 @@ import triton.language as tl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_tile import kept_counts, make_layout  # noqa: E402
-from sparsefx.patterns.tile import pack  # noqa: E402
+from bench_tile import random_layer  # noqa: E402
 from sparsefx.runtime.cuda import triton_tile  # noqa: E402
 from sparsefx.runtime.cuda.plan import get_plan  # noqa: E402
 from sparsefx.runtime.cuda.triton_launch import launch  # noqa: E402
@@ -124,11 +122,8 @@ def main():
         M, K, N, sparsity = int(M), int(K), int(N), float(sparsity)
         for uneven in (False, True):
             gen = torch.Generator().manual_seed(0)
-            counts = kept_counts(N // 128, K, sparsity, uneven, gen)
-            p = pack(torch.randn(N, K, device="cuda", dtype=torch.float16) * 0.05,
-                     make_layout(N, K, 128, counts, gen))
+            _, p, bias, _ = random_layer(N, K, 128, sparsity, uneven, gen)
             x = torch.randn(K, M, device="cuda", dtype=torch.float16)
-            bias = torch.randn(N, device="cuda", dtype=torch.float16)
             plan = get_plan(p.row_ptr, p.col_map, N, 128)
             assert plan.cols_contig
             tag = f"| {M}×{K}→{N} {sparsity:g} | {'uneven' if uneven else 'even'} | " \

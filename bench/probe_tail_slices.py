@@ -28,9 +28,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_tile import kept_counts, make_layout  # noqa: E402
+from bench_tile import random_layer  # noqa: E402
 from probe_clocks import Sampler, graph_of, run_for  # noqa: E402
-from sparsefx.patterns.tile import pack, unpack  # noqa: E402
+from sparsefx.patterns.tile import unpack  # noqa: E402
 from sparsefx.runtime.cuda import dispatch, register_cuda_kernels, sm90_tile  # noqa: E402
 from sparsefx.runtime.cuda.plan import get_plan  # noqa: E402
 from sparsefx.runtime.cuda.triton_tile import TileConfig  # noqa: E402
@@ -61,10 +61,7 @@ def main(old_path: str, new_path: str) -> None:
           "| sustained new µs (MHz, W, limit) | rel err new | old == new |")
     print("|---|---|---|---|---|---|---|---|---|")
     for M, K, N, sparsity, uneven in CASES:
-        counts = kept_counts(N // 128, K, sparsity, uneven, gen)
-        W = torch.randn(N, K, device="cuda", dtype=torch.float16) * 0.05
-        p = pack(W, make_layout(N, K, 128, counts, gen))
-        b = torch.randn(N, device="cuda", dtype=torch.float16)
+        _, p, b, _ = random_layer(N, K, 128, sparsity, uneven, gen)
         x = torch.randn(K, M, device="cuda", dtype=torch.float16)
         args = (x, p.values, p.row_idx, p.row_ptr, p.col_map, b, N, "none", True)
         plan = get_plan(p.row_ptr, p.col_map, N, 128)

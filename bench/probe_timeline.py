@@ -20,13 +20,12 @@ import torch
 import triton
 import triton.language as tl
 
-from sparsefx.patterns.tile import pack
 from sparsefx.runtime.cuda.dispatch import _time_ms, sparse_forward
 from sparsefx.runtime.cuda.plan import get_plan
 from sparsefx.runtime.cuda.triton_tile import TileConfig, _tile_block, _work_item
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_tile import kept_counts, make_layout  # noqa: E402
+from bench_tile import random_layer  # noqa: E402
 
 
 @triton.jit
@@ -102,11 +101,8 @@ def main():
     G, cfg = 128, TileConfig(128, 128, 64, 8, 3)       # the grid config chosen on BERT
     gen = torch.Generator().manual_seed(0)
     for uneven in (False, True):
-        counts = kept_counts(N // G, K, args.sparsity, uneven, gen)
-        p = pack(torch.randn(N, K, device="cuda", dtype=torch.float16) * 0.05,
-                 make_layout(N, K, G, counts, gen))
+        _, p, bias, _ = random_layer(N, K, G, args.sparsity, uneven, gen)
         x = torch.randn(K, M, device="cuda", dtype=torch.float16)
-        bias = torch.randn(N, device="cuda", dtype=torch.float16)
         plan = get_plan(p.row_ptr, p.col_map, N, G)
         assert plan.cols_contig
         blocks = plan.blocks_for(cfg.block_n, x.device)

@@ -20,8 +20,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_tile import kept_counts, make_layout  # noqa: E402
-from sparsefx.patterns.tile import pack, unpack  # noqa: E402
+from bench_tile import random_layer  # noqa: E402
+from sparsefx.patterns.tile import unpack  # noqa: E402
 from sparsefx.runtime.cuda import dispatch, register_cuda_kernels  # noqa: E402
 from sparsefx.runtime.cuda.plan import get_plan  # noqa: E402
 from sparsefx.runtime.cuda.triton_tile import TileConfig  # noqa: E402
@@ -48,10 +48,7 @@ def main():
     for M, K, N in [(4096, 768, 768), (4096, 3072, 768), (4096, 768, 3072)]:
         for sparsity in (0.5, 0.75, 0.9):
             for uneven in (False, True):
-                counts = kept_counts(N // 128, K, sparsity, uneven, gen)
-                W = torch.randn(N, K, device="cuda", dtype=torch.float16) * 0.05
-                p = pack(W, make_layout(N, K, 128, counts, gen))
-                b = torch.randn(N, device="cuda", dtype=torch.float16)
+                _, p, b, _ = random_layer(N, K, 128, sparsity, uneven, gen)
                 x = torch.randn(K, M, device="cuda", dtype=torch.float16)
                 args = (x, p.values, p.row_idx, p.row_ptr, p.col_map, b, N, "none", True)
                 plan = get_plan(p.row_ptr, p.col_map, N, 128)
