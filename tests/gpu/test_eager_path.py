@@ -1,12 +1,14 @@
 """GPU tests of the short eager path of ``sparsefx::tile_linear``: the dispatcher
 shortcut past the custom-op wrappers (runtime/cuda/autograd_shortcut.py) and the direct
-relaunch of compiled Triton kernels (runtime/cuda/triton_launch.py).
+relaunch of compiled Triton kernels (runtime/cuda/triton_launch.py), and the replay of
+a layer's whole launch from its third call on (``dispatch._EagerRunner``).
 
-Both only remove host work, so every check is that the numbers stay right — against the
-float64 masked dense reference on fresh random inputs, NaN-poisoned outputs where the
-kernel is called directly — on each path: plain tensors with grad mode on, parameters
-under ``no_grad``, ``inference_mode``, gradients, tracing, and pointers whose alignment
-changes between launches.
+All three only remove host work, so every check is that the numbers stay right —
+against the float64 masked dense reference on fresh random inputs, NaN-poisoned outputs
+where the kernel is called directly (and a NaN-poisoned allocator for the replay) — on
+each path: plain tensors with grad mode on, parameters under ``no_grad``,
+``inference_mode``, gradients, tracing, pointers whose alignment changes between
+launches, and graph capture.
 """
 from __future__ import annotations
 
@@ -127,3 +129,147 @@ def test_transpose_relaunch_is_exact():
     for M, K in [(70, 33), (70, 33), (129, 64)]:
         x = torch.randn(M, K, generator=gen).to("cuda", torch.bfloat16)
         assert torch.equal(transpose_2d(x), x.t().contiguous())
+
+
+# --------------------------------------------------------------------------- replay
+def force_config(monkeypatch, dispatch, cfg):
+    """Kernel choice that keeps ``cfg`` sparse without timing (the replay must follow
+    whatever config a layer got)."""
+    def choose(x, values, row_idx, row_ptr, col_map, bias, out_features, activation,
+               feature_major, **_):
+        plan = dispatch.get_plan(row_ptr, col_map, out_features, values.shape[1])
+        key, shape = dispatch._key_and_shape(x, values, plan, bias, out_features,
+                                             activation, feature_major)
+        dec = dispatch.Decision(key, "sparse", 1.0, 2.0, cfg, shape)
+        dispatch._memory[key] = dec
+        return dec
+    monkeypatch.setattr(dispatch, "decide", choose)
+
+
+def poisoned_allocator(numel, dtype):
+    """Leave a freed NaN block in the caching allocator, so the next allocation of this
+    size (the replay's output) most likely starts out as NaN."""
+    torch.full((numel,), float("nan"), dtype=dtype, device="cuda")
+
+
+def replay_configs():
+    from sparsefx.runtime.cuda.triton_tile import TileConfig
+    return {"grid": TileConfig(64, 64, 32, 4, 2),
+            "flat": TileConfig(64, 64, 64, 4, 3, flat=2),
+            "split": TileConfig(64, 16, 64, 4, 3, split=4)}
+
+
+@pytest.mark.parametrize("kind", ["grid", "flat", "split"])
+@pytest.mark.parametrize("feature_major", [True, False], ids=["fm", "rm"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_replayed_calls_equal_the_general_path(fresh_cache, monkeypatch, kind,
+                                               feature_major, dtype):
+    """From the third call of a kind on, the runner replays the launch: each call's
+    output equals the general path's bit for bit on the same inputs and matches the
+    float64 reference, and the runner is really used."""
+    dispatch = fresh_cache
+    cfg = replay_configs()[kind]
+    force_config(monkeypatch, dispatch, cfg)
+    gen = torch.Generator().manual_seed(11)
+    packed, _ = make_tile_layer(320, 200, 64, "ragged", gen)
+    values, row_idx, row_ptr, col_map = (packed.values.to("cuda", dtype),
+                                         packed.row_idx.cuda(), packed.row_ptr.cuda(),
+                                         packed.col_map.cuda())
+    bias = torch.randn(320, generator=gen).to("cuda", dtype)
+    N, K, M = 320, 200, 24 if kind == "split" else 131
+    plan = dispatch.get_plan(row_ptr, col_map, N, 64)
+    shape = (K, M) if feature_major else (3, M // 3 if kind == "split" else M, K)
+    for call in range(4):
+        x = torch.randn(shape, generator=gen).to("cuda", dtype)
+        args = (x, values, row_idx, row_ptr, col_map, bias, N, "silu", feature_major)
+        poisoned_allocator(N * x.numel() // K, dtype)
+        with torch.inference_mode():
+            got = torch.ops.sparsefx.tile_linear(*args)
+        general = dispatch.sparse_forward(*args, plan, cfg)
+        assert torch.equal(got, general), call
+        assert rel_err(got, tile_reference(x, packed, bias, "silu", feature_major)) <= TOL
+    runners = [r for r in dispatch._runners.values() if r is not None]
+    assert len(runners) == 1 and runners[0].plan is plan
+    replayed = runners[0](x, values, row_idx, col_map, bias, plan)   # not declined
+    assert replayed is not None and torch.equal(replayed, general)
+
+
+def test_replay_steps_aside_when_a_call_differs(fresh_cache, monkeypatch):
+    """Same fast key, but x 2 bytes off 16-byte alignment, or values not contiguous: the
+    runner declines and the general path computes the right numbers."""
+    dispatch = fresh_cache
+    force_config(monkeypatch, dispatch, replay_configs()["grid"])
+    gen = torch.Generator().manual_seed(12)
+    packed, _ = make_tile_layer(256, 128, 64, "ragged", gen)
+    values, row_idx, row_ptr, col_map = (packed.values.to("cuda", torch.float16),
+                                         packed.row_idx.cuda(), packed.row_ptr.cuda(),
+                                         packed.col_map.cuda())
+    bias = torch.randn(256, generator=gen).to("cuda", torch.float16)
+    K, M = 128, 96
+    op = torch.ops.sparsefx.tile_linear
+
+    def call(x, vals=values):
+        return op(x, vals, row_idx, row_ptr, col_map, bias, 256, "none", True)
+
+    for _ in range(3):
+        call(torch.randn(K, M, generator=gen).to("cuda", torch.float16))
+    runner, = [r for r in dispatch._runners.values() if r is not None]
+    buf = torch.randn(K * M + 8, generator=gen).to("cuda", torch.float16)
+    x_off = buf[1:1 + K * M].view(K, M)                   # same shape and strides
+    assert x_off.data_ptr() % 16 != 0
+    assert runner(x_off, values, row_idx, col_map, bias, runner.plan) is None
+    assert rel_err(call(x_off), tile_reference(x_off, packed, bias, "none", True)) <= TOL
+    strided = values.t().contiguous().t()                 # same shape, not contiguous
+    assert runner(x_off, strided, row_idx, col_map, bias, runner.plan) is None
+    x = torch.randn(K, M, generator=gen).to("cuda", torch.float16)
+    assert rel_err(call(x, strided), tile_reference(x, packed, bias, "none", True)) <= TOL
+
+
+@pytest.mark.parametrize("feature_major", [True, False], ids=["fm", "rm"])
+def test_replay_writes_pruned_away_features(fresh_cache, monkeypatch, feature_major):
+    """A layer whose col_map leaves output features out (uneven structure, one empty
+    tile): the replay also writes activation(bias) into them, with and without bias."""
+    dispatch = fresh_cache
+    force_config(monkeypatch, dispatch, replay_configs()["grid"])
+    gen = torch.Generator().manual_seed(14)
+    pruned, _ = make_tile_layer(256, 128, 64, "uneven", gen)
+    assert pruned.col_map.numel() < 256
+    tensors = (pruned.values.to("cuda", torch.float16), pruned.row_idx.cuda(),
+               pruned.row_ptr.cuda(), pruned.col_map.cuda())
+    bias = torch.randn(256, generator=gen).to("cuda", torch.float16)
+    K, M = 128, 72
+    for b in (bias, None):
+        for _ in range(4):
+            x = torch.randn((K, M) if feature_major else (M, K), generator=gen).to(
+                "cuda", torch.float16)
+            poisoned_allocator(256 * M, torch.float16)
+            out = torch.ops.sparsefx.tile_linear(x, *tensors, b, 256, "relu",
+                                                 feature_major)
+            ref = tile_reference(x, pruned, b, "relu", feature_major)
+            assert rel_err(out, ref) <= TOL
+    assert len([r for r in dispatch._runners.values() if r is not None]) == 2
+
+
+def test_replay_under_graph_capture_uses_the_capturing_stream(fresh_cache, monkeypatch):
+    """A runner built eagerly replays inside a CUDA graph capture (it launches on the
+    current stream: a launch on another stream would break the capture), and the graph
+    recomputes from new input contents."""
+    dispatch = fresh_cache
+    force_config(monkeypatch, dispatch, replay_configs()["split"])
+    gen = torch.Generator().manual_seed(13)
+    packed, _ = make_tile_layer(192, 256, 64, "ragged", gen)
+    values, row_idx, row_ptr, col_map = (packed.values.to("cuda", torch.float16),
+                                         packed.row_idx.cuda(), packed.row_ptr.cuda(),
+                                         packed.col_map.cuda())
+    x = torch.randn(256, 16, generator=gen).to("cuda", torch.float16)
+    args = (x, values, row_idx, row_ptr, col_map, None, 192, "gelu", True)
+    for _ in range(3):
+        torch.ops.sparsefx.tile_linear(*args)
+    assert [r for r in dispatch._runners.values() if r is not None]
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = torch.ops.sparsefx.tile_linear(*args)
+    x.copy_(torch.randn(256, 16, generator=gen).to("cuda", torch.float16))
+    graph.replay()
+    torch.cuda.synchronize()
+    assert rel_err(out, tile_reference(x, packed, None, "gelu", True)) <= TOL

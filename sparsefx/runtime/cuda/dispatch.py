@@ -33,7 +33,7 @@ from torch import Tensor
 from sparsefx.patterns.tile import unpack_tensors
 from sparsefx.runtime.cuda.plan import TilePlan, get_plan
 from sparsefx.runtime.cuda import sm90_tile
-from sparsefx.runtime.cuda.triton_tile import TileConfig, launch_tile_kernel, num_sms
+from sparsefx.runtime.cuda.triton_tile import TileConfig, num_sms, tile_kernel_launch
 from sparsefx.runtime.cuda.transpose import transpose_2d
 from sparsefx.runtime.cuda.triton_dense import DenseConfig, dense_configs, dense_fm_linear, \
     mm_then_epilogue
@@ -102,6 +102,9 @@ _memory: dict[str, Decision] = {}       # every decision known (disk + new)
 _used: dict[str, Decision] = {}         # decisions this process used, in order
 _disk_loaded = False
 _fast: dict[tuple, Decision] = {}       # per-call lookup: (plan, x meta, ...) -> decision
+#: fast key -> _EagerRunner, or None where a layer's calls cannot be replayed
+_runners: dict[tuple, Optional["_EagerRunner"]] = {}
+_MAX_RUNNERS = 4096
 
 
 def cache_path() -> Path:
@@ -153,13 +156,18 @@ def clear_decisions(disk: bool = False) -> None:
     with _lock:
         _memory.clear()
         _used.clear()
-        _fast.clear()
+        _forget_fast_paths()
         _disk_loaded = disk      # after a disk wipe there is nothing to reload
         if disk:
             try:
                 cache_path().unlink()
             except OSError:
                 pass
+
+
+def _forget_fast_paths() -> None:
+    _fast.clear()
+    _runners.clear()
 
 
 _gpu_names: dict = {}
@@ -274,43 +282,137 @@ def sparse_forward(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor,
     values = values.contiguous()
     row_idx, row_ptr, col_map = row_idx.contiguous(), row_ptr.contiguous(), \
         col_map.contiguous()
+    if out is None:
+        out = torch.empty(_out_shape(x, out_features, feature_major), dtype=x.dtype,
+                          device=x.device)
     if feature_major:
         x2 = x if x.stride(1) == 1 else x.contiguous()
-        M = x2.shape[1]
-        if out is None:
-            out = torch.empty(out_features, M, dtype=x.dtype, device=x.device)
         x_fm, out2 = True, out
     else:
         x2 = x.reshape(-1, x.shape[-1])
-        M = x2.shape[0]
-        if out is None:
-            out = torch.empty(*x.shape[:-1], out_features, dtype=x.dtype,
-                              device=x.device)
-        out2 = out.view(M, out_features)
+        out2 = out.view(x2.shape[0], out_features)
         x_fm = cfg.transpose_x or cfg.impl == "sm90"
         # the gather wants each kept input feature as one contiguous M-vector
         x2 = transpose_2d(x2) if x_fm else x2.contiguous()
-    schedule = split = None
-    if cfg.flat and M:
-        schedule = plan.schedule_for(cfg.block_n, cfg.block_m, cfg.block_k, M,
-                                     cfg.flat * num_sms(x.device), cfg.group_cb, x.device)
-    if cfg.split and M:
-        cut = plan.split_blocks_for(cfg.block_n, cfg.block_k, cfg.split, x.device)
-        if cut.groups:                 # else nothing is cut: the plain grid kernel
-            split = (cut.table, *plan.split_workspace(cut, cfg.block_n, cfg.block_m, M,
-                                                      x.device), cut.max_parts)
+    M = x2.shape[1] if x_fm else x2.shape[0]
     if cfg.impl == "sm90":
         if M:
             sm90_tile.launch(x2, values, row_idx, col_map, bias, out2, feature_major,
-                             activation, cfg.block_n, cfg.block_m, schedule,
+                             activation, cfg.block_n, cfg.block_m,
+                             _schedule(plan, cfg, M, x.device),
                              plan.can_bulk_store(feature_major))
     else:
-        launch_tile_kernel(x2, x_fm, values, row_idx, col_map, bias, out2, feature_major,
-                           plan.blocks_for(cfg.block_n, x.device), plan.cols_contig,
-                           activation, cfg, schedule, split)
+        spec = _triton_launch(x2, x_fm, values, row_idx, col_map, bias, out2,
+                              feature_major, activation, plan, cfg, M)
+        if spec is not None:
+            spec.run()
     if plan.missing is not None and M:
         _fill_missing(out2, feature_major, plan.missing, bias, activation)
     return out
+
+
+def _out_shape(x: Tensor, out_features: int, feature_major: bool) -> tuple:
+    return (out_features, x.shape[1]) if feature_major else (*x.shape[:-1], out_features)
+
+
+def _schedule(plan: TilePlan, cfg: TileConfig, M: int, device) -> Optional[tuple]:
+    """(items, progs) of the persistent kernels (``cfg.flat``), else None."""
+    if not cfg.flat or not M:
+        return None
+    return plan.schedule_for(cfg.block_n, cfg.block_m, cfg.block_k, M,
+                             cfg.flat * num_sms(device), cfg.group_cb, device)
+
+
+def _triton_launch(x2, x_fm, values, row_idx, col_map, bias, out2, feature_major,
+                   activation, plan, cfg, M):
+    """The Triton tile kernel's launch for these 2-D views (None: nothing to do)."""
+    split = None
+    if cfg.split and M:
+        cut = plan.split_blocks_for(cfg.block_n, cfg.block_k, cfg.split, x2.device)
+        if cut.groups:                 # else nothing is cut: the plain grid kernel
+            split = (cut.table, *plan.split_workspace(cut, cfg.block_n, cfg.block_m, M,
+                                                      x2.device), cut.max_parts)
+    return tile_kernel_launch(x2, x_fm, values, row_idx, col_map, bias, out2,
+                              feature_major, plan.blocks_for(cfg.block_n, x2.device),
+                              plan.cols_contig, activation, cfg,
+                              _schedule(plan, cfg, M, x2.device), split)
+
+
+# --------------------------------------------------------------------------- eager replay
+class _EagerRunner:
+    """Replays the Triton launch of one layer's chosen sparse config with the tensors of
+    each call.
+
+    Why: an eager call of a µs-size layer is host-bound, and the general path
+    (:func:`sparse_forward`) re-derives the same launch every call — layout views,
+    plan tables, the split workspace, constexprs, the relaunch cache key. The runner
+    keeps all of that from the call that built it and does per call only what can
+    differ: allocate the output, (row-major) transpose x, check each tensor's dtype and
+    alignment (:class:`~sparsefx.runtime.cuda.triton_launch.Relaunch`), launch, and
+    write the pruned-away output features as the general path does. It is built for
+    Triton kernels only (the sm90 kernel runs large layers, where host time does not
+    show) and returns None whenever a check fails, so the caller falls back to the
+    general path."""
+
+    __slots__ = ("plan", "relaunch", "fixed", "feature_major", "activation", "M", "K", "N")
+
+    def __init__(self, plan, relaunch, fixed, feature_major, activation, M, K, N):
+        self.plan, self.relaunch, self.fixed = plan, relaunch, fixed
+        self.feature_major, self.activation = feature_major, activation
+        self.M, self.K, self.N = M, K, N
+
+    def __call__(self, x, values, row_idx, col_map, bias, plan) -> Optional[Tensor]:
+        # the plan is held, so its id (part of the fast key) cannot be reused meanwhile
+        if plan is not self.plan or not (values.is_contiguous() and
+                                         row_idx.is_contiguous() and
+                                         col_map.is_contiguous()):
+            return None
+        if self.feature_major:
+            out = torch.empty((self.N, self.M), dtype=x.dtype, device=x.device)
+            x2, out2 = x, out
+        else:
+            out = torch.empty((*x.shape[:-1], self.N), dtype=x.dtype, device=x.device)
+            x2, out2 = transpose_2d(x.reshape(self.M, self.K)), out.view(self.M, self.N)
+        head = (x2, values, row_idx, col_map, values if bias is None else bias, out2)
+        if not self.relaunch(head + self.fixed):
+            return None
+        if self.plan.missing is not None:
+            _fill_missing(out2, self.feature_major, self.plan.missing, bias,
+                          self.activation)
+        return out
+
+
+def _eager_runner(dec: Decision, args: tuple, plan: TilePlan) -> Optional[_EagerRunner]:
+    """An :class:`_EagerRunner` for calls like ``args`` (made right after the general
+    path ran them once, so the kernel is compiled), or None where it does not apply."""
+    x, values, row_idx, row_ptr, col_map, bias, out_features, activation, fm = args
+    cfg = dec.config
+    if dec.choice != "sparse" or cfg is None or cfg.impl != "triton" or \
+            not (fm or cfg.transpose_x):
+        return None
+    if fm:
+        if x.stride(1) != 1:
+            return None
+        x2 = x
+        M, K = x.shape[1], x.shape[0]
+    else:
+        K = x.shape[-1]
+        M = x.numel() // K if K else 0
+        x2 = torch.empty(K, M, dtype=x.dtype, device=x.device)   # as transpose_2d makes
+    out2 = torch.empty((out_features, M) if fm else (M, out_features), dtype=x.dtype,
+                       device=x.device)
+    spec = _triton_launch(x2, True, values, row_idx, col_map, bias, out2, fm, activation,
+                          plan, cfg, M)
+    if spec is None:
+        return None
+    head = (x2, values, row_idx, col_map, values if bias is None else bias, out2)
+    if any(a is not b for a, b in zip(spec.tensors, head)):
+        return None          # the kernel's argument order changed: never guess
+    relaunch = spec.prepare()
+    if relaunch is None:
+        return None
+    return _EagerRunner(plan, relaunch, spec.tensors[len(head):], fm, activation, M, K,
+                        out_features)
 
 
 def _fill_missing(out2: Tensor, feature_major: bool, missing: Tensor,
@@ -454,7 +556,7 @@ def decide(x_or_shape: Union[Tensor, Sequence[int]], values: Tensor, row_idx: Te
                    feature_major, plan, key, shape)
     with _lock:
         _memory[key] = dec
-        _fast.clear()            # a forced re-decision must not be shadowed
+        _forget_fast_paths()     # a forced re-decision must not be shadowed
         _note_used(dec, layer)
         _save_disk()
     return dec
@@ -610,7 +712,9 @@ def tile_linear_cuda(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor
     """CUDA implementation registered for ``sparsefx::tile_linear``.
 
     Looks the layer's decision up (measuring on first sight, except during CUDA graph
-    capture, where it takes the default config untimed) and runs sparse or dense.
+    capture, where it takes the default config untimed) and runs sparse or dense. From
+    the third call of the same kind on (same plan, input shape, strides, dtypes and
+    epilogue) a Triton sparse layer is replayed by an :class:`_EagerRunner`.
     """
     _check_tile_args(x, values, out_features, activation, feature_major)
     args = (x, values, row_idx, row_ptr, col_map, bias, out_features, activation,
@@ -623,7 +727,19 @@ def tile_linear_cuda(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor
                 feature_major, activation, bias is None)
     dec = _fast.get(fast_key)
     if dec is not None and dec.key in _memory:
-        return _run(dec, args, plan)
+        runner = _runners.get(fast_key, False)
+        if runner:
+            out = runner(x, values, row_idx, col_map, bias, plan)
+            if out is not None:
+                return out
+        out = _run(dec, args, plan)
+        # second call of this kind: the kernel is compiled. Not while a graph is being
+        # captured: a split workspace made then lives in the graph's memory pool
+        if runner is False and not torch.cuda.is_current_stream_capturing():
+            if len(_runners) >= _MAX_RUNNERS:
+                _runners.clear()
+            _runners[fast_key] = _eager_runner(dec, args, plan)
+        return out
     if not kernel_supported(x, values):
         return dense_forward(*args)
     key, shape = _key_and_shape(x, values, plan, bias, out_features, activation,

@@ -13,6 +13,11 @@ the way ``JITFunction.run`` does after its cache hit (same launcher call, same l
 hooks and launch metadata). Anything unusual takes the ordinary path: the Triton
 interpreter, a Triton without ``knobs`` or a launcher this module does not know.
 
+A caller that repeats one launch many times (an eager layer) can go one step further:
+describe the launch as a :class:`KernelLaunch`, run it once, then :meth:`prepare
+<KernelLaunch.prepare>` a :class:`Relaunch` that fixes everything but the tensors and
+checks per call only what can change with them.
+
 Kernels launched here take their arguments in the order tensors (or host tensor
 descriptors), scalars, constexprs (every sparsefx Triton kernel does).
 
@@ -21,7 +26,8 @@ kernels.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -63,9 +69,76 @@ def launch(fn, grid: Sequence[int], tensors: Sequence[torch.Tensor],
             _remember(key, fn, compiled, len(tensors) + len(scalars), constexprs)
         return
     kernel, tail = entry
-    args = (*tensors, *scalars, *tail)
-    grid3 = (grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1)
-    stream = _raw_stream(key[1])
+    _run(kernel, _grid3(grid), key[1], (*tensors, *scalars, *tail))
+
+
+@dataclass(frozen=True)
+class KernelLaunch:
+    """One launch, described: the arguments of :func:`launch`. Lets a caller both run
+    it and :meth:`prepare` a :class:`Relaunch` of it."""
+
+    fn: Any
+    grid: tuple
+    tensors: tuple
+    scalars: tuple
+    constexprs: dict
+    options: dict
+
+    def run(self) -> None:
+        launch(self.fn, self.grid, self.tensors, self.scalars, self.constexprs,
+               **self.options)
+
+    def prepare(self) -> Optional["Relaunch"]:
+        """A :class:`Relaunch` of this launch with every scalar, constexpr and option
+        fixed, or None when there is none to reuse: the launch has not run yet (nothing
+        compiled and kept), it always takes the ordinary path (the interpreter, an
+        unknown launcher), or an argument is a host tensor descriptor."""
+        if not DIRECT or not all(isinstance(t, torch.Tensor) for t in self.tensors):
+            return None
+        key = _key(self.fn, self.tensors, self.scalars, self.constexprs, self.options)
+        entry = _compiled.get(key)
+        if not entry:
+            return None
+        kernel, tail = entry
+        return Relaunch(kernel, _grid3(self.grid), key[1], (*self.scalars, *tail),
+                        tuple(_tensor_key(t) for t in self.tensors))
+
+
+class Relaunch:
+    """A compiled kernel with its grid, scalars and constexprs fixed; call it with the
+    tensors. Why: even :func:`launch` rebuilds its cache key from every argument on each
+    call (~4 µs on the H200 host for a nine-tensor kernel, bench/profile_host.py); an
+    eager layer that repeats one launch needs only check what can differ per call.
+
+    A call checks what the kept kernel was specialised on that can change with the
+    tensors (dtype and 16-byte alignment of each) and the current device, and returns
+    False without launching when one differs: the caller then takes the ordinary
+    path."""
+
+    __slots__ = ("kernel", "grid3", "device", "tail", "tensor_keys")
+
+    def __init__(self, kernel, grid3: tuple, device: int, tail: tuple, tensor_keys: tuple):
+        self.kernel, self.grid3, self.device = kernel, grid3, device
+        self.tail, self.tensor_keys = tail, tensor_keys
+
+    def __call__(self, tensors: Sequence[torch.Tensor]) -> bool:
+        if len(tensors) != len(self.tensor_keys) or _current_device() != self.device:
+            return False
+        for t, (dtype, aligned) in zip(tensors, self.tensor_keys):
+            if t.dtype != dtype or (t.data_ptr() % 16 == 0) != aligned:
+                return False
+        _run(self.kernel, self.grid3, self.device, (*tensors, *self.tail))
+        return True
+
+
+def _grid3(grid: Sequence[int]) -> tuple:
+    return (grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1)
+
+
+def _run(kernel, grid3: tuple, device: int, args: tuple) -> None:
+    """Launch a kept CompiledKernel the way ``JITFunction.run`` does after its cache
+    hit: on the current stream, with the same launch hooks and launch metadata."""
+    stream = _raw_stream(device)
     runtime = _knobs.runtime
     metadata = kernel.launch_metadata(grid3, stream, *args)
     kernel.run(grid3[0], grid3[1], grid3[2], stream, kernel.function,
@@ -113,4 +186,4 @@ def _remember(key, fn, compiled, n_leading: int, constexprs: dict) -> None:
     _compiled[key] = (compiled, tuple(constexprs.values())) if usable else None
 
 
-__all__ = ["launch", "clear", "next_power_of_2"]
+__all__ = ["launch", "KernelLaunch", "Relaunch", "clear", "next_power_of_2"]

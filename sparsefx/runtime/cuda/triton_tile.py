@@ -39,7 +39,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from sparsefx.runtime.cuda.triton_launch import launch, next_power_of_2
+from sparsefx.runtime.cuda.triton_launch import KernelLaunch, next_power_of_2
 
 #: activation name -> constexpr code used inside the kernel
 ACT_CODES = {"none": 0, "relu": 1, "gelu": 2, "silu": 3}
@@ -432,6 +432,23 @@ def launch_tile_kernel(x2: Tensor, x_feature_major: bool, values: Tensor, row_id
     :meth:`TilePlan.split_blocks_for` and :meth:`TilePlan.split_workspace` runs the
     grid kernel split-K (``blocks`` is then unused).
     """
+    spec = tile_kernel_launch(x2, x_feature_major, values, row_idx, col_map, bias, out2,
+                              out_feature_major, blocks, cols_contig, activation, cfg,
+                              schedule, split)
+    if spec is not None:
+        spec.run()
+
+
+def tile_kernel_launch(x2: Tensor, x_feature_major: bool, values: Tensor, row_idx: Tensor,
+                       col_map: Tensor, bias: Optional[Tensor], out2: Tensor,
+                       out_feature_major: bool, blocks: Tensor, cols_contig: bool,
+                       activation: str, cfg: TileConfig,
+                       schedule: Optional[tuple] = None,
+                       split: Optional[tuple] = None) -> Optional[KernelLaunch]:
+    """The launch :func:`launch_tile_kernel` makes (same arguments), or None when there
+    is nothing to compute. Its first six tensors are always ``x2, values, row_idx,
+    col_map``, the bias (``values`` when there is none) and ``out2``, in that order;
+    the rest come from the plan (``blocks`` or the schedule, the split workspace)."""
     G = values.shape[1]
     if x_feature_major:
         K, M = x2.shape
@@ -450,7 +467,7 @@ def launch_tile_kernel(x2: Tensor, x_feature_major: bool, values: Tensor, row_id
         ws = counters = values                   # unused: SPLIT is a constexpr False
     num_cb = blocks.shape[0]
     if M == 0 or num_cb == 0:
-        return
+        return None
     wide = max(x2.numel(), out2.numel(), values.numel()) >= 2**31 - 1
     b_arg = bias if bias is not None else values
     strides = (stride_xk, stride_xm, stride_on, stride_om)
@@ -463,10 +480,9 @@ def launch_tile_kernel(x2: Tensor, x_feature_major: bool, values: Tensor, row_id
                           BLOCK_K=cfg.block_k, HAS_BIAS=bias is not None,
                           ACT=ACT_CODES[activation], COLS_CONTIG=cols_contig,
                           WIDE_INDEX=wide, USE_PDL=pdl)
-        launch(_tile_linear_flat, (progs.shape[0],),
-               (x2, values, row_idx, col_map, b_arg, out2, items, progs),
-               (M, col_map.numel(), *strides), constexprs, **options)
-        return
+        return KernelLaunch(_tile_linear_flat, (progs.shape[0],),
+                            (x2, values, row_idx, col_map, b_arg, out2, items, progs),
+                            (M, col_map.numel(), *strides), constexprs, options)
     constexprs = dict(G=G, BLOCK_N=cfg.block_n, BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
                       GROUP_CB=cfg.group_cb, HAS_BIAS=bias is not None,
                       ACT=ACT_CODES[activation], COLS_CONTIG=cols_contig, WIDE_INDEX=wide,
@@ -474,9 +490,9 @@ def launch_tile_kernel(x2: Tensor, x_feature_major: bool, values: Tensor, row_id
                       CHUNK=_split_chunk(cfg.block_n, cfg.block_m, max_parts),
                       MAX_PARTS=next_power_of_2(max_parts))
     # -(-a // b): triton.cdiv is a jit function, ~5 µs per host call
-    launch(_tile_linear_kernel, (num_cb * -(-M // cfg.block_m),),
-           (x2, values, row_idx, col_map, b_arg, out2, blocks, ws, counters),
-           (M, col_map.numel(), num_cb, *strides), constexprs, **options)
+    return KernelLaunch(_tile_linear_kernel, (num_cb * -(-M // cfg.block_m),),
+                        (x2, values, row_idx, col_map, b_arg, out2, blocks, ws, counters),
+                        (M, col_map.numel(), num_cb, *strides), constexprs, options)
 
 
 def _split_chunk(block_n: int, block_m: int, max_parts: int) -> int:
