@@ -27,11 +27,11 @@ from sparsefx.patterns.tile import pack, unpack  # noqa: E402
 ROUNDS = 2
 
 
-def configs_for(M: int):
+def configs_for(M: int, small_splits=(2, 4, 8)):
     from sparsefx.runtime.cuda.triton_tile import TileConfig as C
     if M <= 64:
         bases = [C(64, 16, 128, 4, 4), C(32, 16, 128, 4, 4), C(64, 16, 64, 4, 4)]
-        splits = (2, 4, 8)
+        splits = small_splits
     elif M <= 1024:
         bases = [C(64, 64, 64, 4, 4), C(128, 64, 64, 4, 4), C(64, 128, 64, 4, 4)]
         splits = (2, 4)
@@ -63,7 +63,7 @@ def check(args, plan, cfg, packed, x_rm, b, feature_major) -> float:
     return worst
 
 
-def run_case(M, K, N, G, sparsity, uneven, gen, dtype=torch.float16):
+def run_case(M, K, N, G, sparsity, uneven, gen, dtype=torch.float16, small_splits=(2, 4, 8)):
     from sparsefx.runtime.cuda import dispatch
     from sparsefx.runtime.cuda.plan import get_plan
     T = -(-N // G)
@@ -77,7 +77,7 @@ def run_case(M, K, N, G, sparsity, uneven, gen, dtype=torch.float16):
     args = (x, packed.values, packed.row_idx, packed.row_ptr, packed.col_map, b, N, "none",
             True)
     plan = get_plan(packed.row_ptr, packed.col_map, N, G)
-    cfgs = configs_for(M)
+    cfgs = configs_for(M, small_splits)
     for cfg in cfgs:
         check(args, plan, cfg, packed, x_rm, b, True)
     dense = float("inf")
@@ -101,6 +101,8 @@ def main() -> None:
     ap.add_argument("--sparsity", default="0.75,0.9")
     ap.add_argument("--shape", action="append", default=[],
                     help="extra MxKxN shape(s), e.g. 256x768x768")
+    ap.add_argument("--small-splits", default="2,4,8",
+                    help="split counts tried for M <= 64")
     args = ap.parse_args()
     SHAPES["extra"] = [tuple(int(v) for v in s.split("x")) for s in args.shape]
     if args.shape:
@@ -116,7 +118,9 @@ def main() -> None:
                 sps = [0.0] + sps
             for sp in sps:
                 for uneven in ((False,) if sp == 0 else (False, True)):
-                    dense, times, plan = run_case(M, K, N, 128, sp, uneven, gen)
+                    dense, times, plan = run_case(
+                        M, K, N, 128, sp, uneven, gen,
+                        small_splits=tuple(int(v) for v in args.small_splits.split(",")))
                     best = min(times, key=times.get)
                     print(f"\n## {M}x{K}->{N} {sp:.2f} {'uneven' if uneven else 'even'} "
                           f"k_t max/mean {plan.max_k}/{plan.mean_k:.0f}: dense "

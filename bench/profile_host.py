@@ -3,7 +3,8 @@
 For µs-size layers the eager op is host-bound (bench/RESULTS.md run 5, `chosen µs`).
 This prints, per layout, the host µs per call of ``F.linear`` and of the op in the
 ways a user calls it (grad mode on with plain tensors, ``no_grad`` with parameters,
-``inference_mode``), of ``sparse_forward`` with a Triton and an sm90 config, and of one
+``inference_mode``, and ``inference_mode`` without the replay of the layer's launch,
+``dispatch._EagerRunner``), of ``sparse_forward`` with a Triton and an sm90 config, and of one
 Triton launch through ``kernel[grid]`` vs the direct relaunch of
 ``runtime/cuda/triton_launch.py``; then a cProfile of the op's Python path.
 
@@ -68,8 +69,9 @@ def main():
     plan = dispatch.get_plan(row_ptr, col_map, N, G)
     print(f"# {torch.cuda.get_device_name()}, {M}x{K}->{N}, G={G}, 75%, fp16; host µs/call")
     print("| layout | F.linear | op (grad on) | op no_grad, params | op inference_mode "
-          "| sparse_forward triton | sparse_forward sm90 | chosen |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| op inference_mode, no replay | sparse_forward triton | sparse_forward sm90 "
+          "| chosen |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for fm in (True, False):
         x = x_rm.t().contiguous() if fm else x_rm
         op_args = (x, values, row_idx, row_ptr, col_map, b, N, "none", fm)
@@ -81,6 +83,13 @@ def main():
                                       N, "none", fm)))
         with torch.inference_mode():
             cells.append(t(lambda: op(*op_args)))
+        # the same without the replay of the layer's launch (dispatch._EagerRunner)
+        dispatch._runners.clear()
+        make_runner, dispatch._eager_runner = dispatch._eager_runner, lambda *a: None
+        with torch.inference_mode():
+            cells.append(t(lambda: op(*op_args)))
+        dispatch._eager_runner = make_runner
+        dispatch._runners.clear()
         triton_cfg = TileConfig(128, 64, 64, 4, 4)
         cells.append(t(lambda: dispatch.sparse_forward(*op_args, plan, triton_cfg)))
         if sm90_tile.available():
@@ -112,10 +121,12 @@ def print_launch_costs(values, row_idx, col_map, b, plan, x_rm, calls):
     out = torch.empty(N, M, dtype=x.dtype, device=x.device)
     blocks = plan.blocks_for(128, x.device)
     grid = (blocks.shape[0] * triton.cdiv(M, 64),)
-    tensors = (x, values, row_idx, col_map, b, out, blocks)
+    # no split-K: the workspace and counter pointers are unused (SPLIT is False)
+    tensors = (x, values, row_idx, col_map, b, out, blocks, values, values)
     scalars = (M, col_map.numel(), blocks.shape[0], M, 1, M, 1)
     consts = dict(G=G, BLOCK_N=128, BLOCK_M=64, BLOCK_K=64, GROUP_CB=8, HAS_BIAS=True,
-                  ACT=0, COLS_CONTIG=plan.cols_contig, WIDE_INDEX=False)
+                  ACT=0, COLS_CONTIG=plan.cols_contig, WIDE_INDEX=False, USE_PDL=False,
+                  SPLIT=False, CHUNK=128, MAX_PARTS=1)
     jit = per_call_us(lambda: _tile_linear_kernel[grid](*tensors, *scalars, **consts,
                                                         num_warps=4, num_stages=4), calls)
     direct = per_call_us(lambda: triton_launch.launch(_tile_linear_kernel, grid, tensors,
