@@ -38,7 +38,7 @@ from sparsefx.runtime.cuda.transpose import transpose_2d
 from sparsefx.runtime.cuda.triton_dense import DenseConfig, dense_configs, dense_fm_linear, \
     mm_then_epilogue
 from sparsefx.runtime.cuda.triton_launch import next_power_of_2
-from sparsefx.runtime.ops import _check_tile_args, apply_activation
+from sparsefx.runtime.ops import _check_tile_args, _out_shape, apply_activation
 
 #: bump when kernels change so stale on-disk decisions are not reused
 # v12: kernel choice's final rounds (the fastest sparse configs and dense variants,
@@ -311,10 +311,6 @@ def sparse_forward(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor,
     return out
 
 
-def _out_shape(x: Tensor, out_features: int, feature_major: bool) -> tuple:
-    return (out_features, x.shape[1]) if feature_major else (*x.shape[:-1], out_features)
-
-
 def _schedule(plan: TilePlan, cfg: TileConfig, M: int, device) -> Optional[tuple]:
     """(items, progs) of the persistent kernels (``cfg.flat``), else None."""
     if not cfg.flat or not M:
@@ -367,11 +363,11 @@ class _EagerRunner:
                                          row_idx.is_contiguous() and
                                          col_map.is_contiguous()):
             return None
+        out = torch.empty(_out_shape(x, self.N, self.feature_major), dtype=x.dtype,
+                          device=x.device)
         if self.feature_major:
-            out = torch.empty((self.N, self.M), dtype=x.dtype, device=x.device)
             x2, out2 = x, out
         else:
-            out = torch.empty((*x.shape[:-1], self.N), dtype=x.dtype, device=x.device)
             x2, out2 = transpose_2d(x.reshape(self.M, self.K)), out.view(self.M, self.N)
         head = (x2, values, row_idx, col_map, values if bias is None else bias, out2)
         if not self.relaunch(head + self.fixed):

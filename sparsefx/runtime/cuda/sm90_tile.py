@@ -2,7 +2,7 @@
 (``csrc/tile_linear_sm90.cu``: TMA weight loads, cp.async x gather, wgmma, warp
 specialisation, persistent CTAs over the host's longest-first list schedule).
 
-Same argument conventions as :func:`sparsefx.runtime.cuda.triton_tile.launch_tile_kernel`,
+Same argument conventions as :func:`sparsefx.runtime.cuda.triton_tile.tile_kernel_launch`,
 restricted to a feature-major ``x [K, M]`` (the dispatcher transposes row-major inputs
 first); ``out`` may be feature-major ``[N, M]`` or row-major ``[M, N]``. Needs a compute
 capability 9.0 GPU, ``nvcc``, ``G % 64 == 0`` and an ``x`` whose rows span less than

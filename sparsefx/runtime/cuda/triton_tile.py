@@ -415,40 +415,28 @@ def _tile_linear_flat(
             acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
 
 
-def launch_tile_kernel(x2: Tensor, x_feature_major: bool, values: Tensor, row_idx: Tensor,
-                       col_map: Tensor, bias: Optional[Tensor], out2: Tensor,
-                       out_feature_major: bool, blocks: Tensor, cols_contig: bool,
-                       activation: str, cfg: TileConfig,
-                       schedule: Optional[tuple] = None,
-                       split: Optional[tuple] = None) -> None:
-    """Run the kernel on 2-D views.
-
-    ``x2`` is ``[K, M]`` when ``x_feature_major`` else ``[M, K]``; ``out2`` likewise
-    ``[N, M]`` or ``[M, N]``. ``blocks`` lists the column blocks (``G // block_n``
-    per tile) in launch order, from :meth:`TilePlan.blocks_for`. Writes only the
-    columns listed in ``col_map``. ``schedule`` = (items, progs) from
-    :meth:`TilePlan.schedule_for`, needed when ``cfg.flat``. ``split`` = (table,
-    partial sums, counters, most parts of one block) from
-    :meth:`TilePlan.split_blocks_for` and :meth:`TilePlan.split_workspace` runs the
-    grid kernel split-K (``blocks`` is then unused).
-    """
-    spec = tile_kernel_launch(x2, x_feature_major, values, row_idx, col_map, bias, out2,
-                              out_feature_major, blocks, cols_contig, activation, cfg,
-                              schedule, split)
-    if spec is not None:
-        spec.run()
-
-
 def tile_kernel_launch(x2: Tensor, x_feature_major: bool, values: Tensor, row_idx: Tensor,
                        col_map: Tensor, bias: Optional[Tensor], out2: Tensor,
                        out_feature_major: bool, blocks: Tensor, cols_contig: bool,
                        activation: str, cfg: TileConfig,
                        schedule: Optional[tuple] = None,
                        split: Optional[tuple] = None) -> Optional[KernelLaunch]:
-    """The launch :func:`launch_tile_kernel` makes (same arguments), or None when there
-    is nothing to compute. Its first six tensors are always ``x2, values, row_idx,
-    col_map``, the bias (``values`` when there is none) and ``out2``, in that order;
-    the rest come from the plan (``blocks`` or the schedule, the split workspace)."""
+    """The kernel launch on 2-D views (``.run()`` it), or None when there is nothing to
+    compute.
+
+    ``x2`` is ``[K, M]`` when ``x_feature_major`` else ``[M, K]``; ``out2`` likewise
+    ``[N, M]`` or ``[M, N]``. ``blocks`` lists the column blocks (``G // block_n``
+    per tile) in launch order, from :meth:`TilePlan.blocks_for`. The kernel writes only
+    the columns listed in ``col_map``. ``schedule`` = (items, progs) from
+    :meth:`TilePlan.schedule_for`, needed when ``cfg.flat``. ``split`` = (table,
+    partial sums, counters, most parts of one block) from
+    :meth:`TilePlan.split_blocks_for` and :meth:`TilePlan.split_workspace` runs the
+    grid kernel split-K (``blocks`` is then unused).
+
+    The launch's first six tensors are always ``x2, values, row_idx, col_map``, the
+    bias (``values`` when there is none) and ``out2``, in that order; the rest come
+    from the plan (``blocks`` or the schedule, the split workspace), so a caller can
+    replay it with other tensors (``dispatch._EagerRunner``)."""
     G = values.shape[1]
     if x_feature_major:
         K, M = x2.shape
