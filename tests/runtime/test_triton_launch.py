@@ -2,14 +2,16 @@
 kept kernel with the call's tensors and the fixed tail, and refuses (returns False,
 launching nothing) whenever a tensor's dtype or 16-byte alignment, or the current
 device, differs from what the kernel was specialised on. A stand-in kernel records the
-launches; the GPU tests (tests/gpu/test_eager_path.py) run the real one."""
+launches and stand-in launch hooks replace triton's, so this runs without triton or a
+GPU; the GPU tests (tests/gpu/test_eager_path.py) run the real one."""
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-pytest.importorskip("triton")
-from sparsefx.runtime.cuda import triton_launch  # noqa: E402
+from sparsefx.runtime.cuda import triton_launch
 
 
 class RecordingKernel:
@@ -28,10 +30,16 @@ class RecordingKernel:
         self.launches.append(((gx, gy, gz), stream, args))
 
 
+@pytest.fixture(autouse=True)
+def no_launch_hooks(monkeypatch):
+    hooks = SimpleNamespace(launch_enter_hook=None, launch_exit_hook=None)
+    monkeypatch.setattr(triton_launch, "_knobs", SimpleNamespace(runtime=hooks))
+    monkeypatch.setattr(triton_launch, "_current_device", lambda: 0)
+
+
 @pytest.fixture
 def relaunch(monkeypatch):
     monkeypatch.setattr(triton_launch, "_raw_stream", lambda device: 1234)
-    monkeypatch.setattr(triton_launch, "_current_device", lambda: 0)
     kernel = RecordingKernel()
     a = torch.zeros(64, dtype=torch.float16)
     b = torch.zeros(64, dtype=torch.int32)
@@ -64,7 +72,6 @@ def test_a_different_dtype_alignment_count_or_device_launches_nothing(relaunch,
 def test_prepare_needs_a_kept_kernel(monkeypatch):
     """Nothing launched yet (or the ordinary path only): no Relaunch."""
     monkeypatch.setattr(triton_launch, "DIRECT", True)
-    monkeypatch.setattr(triton_launch, "_current_device", lambda: 0)
     spec = triton_launch.KernelLaunch("fn", (1,), (torch.zeros(4),), (3,), {"B": 4},
                                       {"num_warps": 4})
     triton_launch.clear()
