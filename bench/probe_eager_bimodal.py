@@ -2,8 +2,8 @@
 `sparse` reading (RESULTS runs 9b-13, e.g. 4096x768->768 at 90%: 33 against 10 µs)?
 
 For a few BERT-size feature-major layers this times, in alternating rounds, the direct
-call (`dispatch.sparse_forward`) and the op (`torch.ops.sparsefx.tile_linear`, replayed)
-with bench_tile's timer (`do_bench`, L2 flushed before every call), and prints the L2
+call (`dispatch.sparse_forward`) and the op (`torch.ops.sparsefx.tile_linear`, with and
+without the replay of its launch) with bench_tile's timer (`do_bench`, L2 flushed before every call), and prints the L2
 flush's own GPU time and each path's host µs per call. If the op's readings jump
 between rounds while the direct call's do not, the jump is in the measurement's
 interplay of host and GPU, not in the kernel.
@@ -13,6 +13,7 @@ interplay of host and GPU, not in the kernel.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -72,15 +73,36 @@ def main() -> None:
              "none", True)
         dec = dispatch.decide(*a, force=True)
         plan = get_plan(packed.row_ptr, packed.col_map, N, 128)
+        op = lambda: torch.ops.sparsefx.tile_linear(*a)  # noqa: E731
         paths = {"sparse_forward": lambda: dispatch.sparse_forward(*a, plan, dec.config),
-                 "op (replayed)": lambda: torch.ops.sparsefx.tile_linear(*a)}
+                 "op (replayed)": op, "op, no replay": op}
         reads = {name: [] for name in paths}
-        for _ in range(args.rounds):
+        hosts = {}
+        for r in range(args.rounds + 1):
             for name, fn in paths.items():
-                reads[name].append(bench_ms(fn) * 1e3)
-        for name, fn in paths.items():
-            print(f"| {M}x{K}->{N} {sp:.2f} ({dec.choice}) | {name} | {host_us(fn):.1f} | "
+                with replay_off(dispatch, name == "op, no replay"):
+                    if r == args.rounds:
+                        hosts[name] = host_us(fn)
+                    else:
+                        reads[name].append(bench_ms(fn) * 1e3)
+        for name in paths:
+            print(f"| {M}x{K}->{N} {sp:.2f} ({dec.choice}) | {name} | {hosts[name]:.1f} | "
                   + " ".join(f"{r:.1f}" for r in reads[name]) + " |", flush=True)
+
+
+@contextlib.contextmanager
+def replay_off(dispatch, off: bool):
+    """Within the block, the op runs without the replay of its launch when ``off``."""
+    if not off:
+        yield
+        return
+    dispatch._runners.clear()
+    make_runner, dispatch._eager_runner = dispatch._eager_runner, lambda *a: None
+    try:
+        yield
+    finally:
+        dispatch._eager_runner = make_runner
+        dispatch._runners.clear()
 
 
 if __name__ == "__main__":
