@@ -148,9 +148,16 @@ def test_direct_dense_failing_is_an_error(monkeypatch):
 
 
 def test_median_of_odd_and_even_counts():
-    assert dispatch._median([3.0, 1.0, 2.0]) == 2.0
-    assert dispatch._median([4.0, 1.0]) == 2.5
-    assert dispatch._median([7.0]) == 7.0
+    """An entrant keeps the median of the rounds it ran: three rounds, two (one round
+    failed: the mean of the middle two), or one."""
+    script = {"three": [3.0, 1.0, 8.0], "two": [4.0, None, 1.0],
+              "one": [None, 7.0, None]}
+    rounds = {name: iter(times) for name, times in script.items()}
+    medians = dispatch._final_rounds([("sparse", name) for name in script],
+                                     lambda kind, name: next(rounds[name]))
+    assert medians[("sparse", "three")] == 3.0        # not the mean, 4.0
+    assert medians[("sparse", "two")] == 2.5
+    assert medians[("sparse", "one")] == 7.0
 
 
 def test_feature_major_dense_variants_include_the_triton_kernel():

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -673,14 +674,7 @@ def _final_rounds(entrants: list, time_one) -> dict:
             ms = time_one(*entrant)
             if ms is not None:
                 runs[entrant].append(ms)
-    return {e: _median(ms) for e, ms in runs.items() if ms}
-
-
-def _median(values: list) -> float:
-    """The median; for an even count, the mean of the middle two."""
-    v = sorted(values)
-    mid = len(v) // 2
-    return v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2
+    return {e: statistics.median(ms) for e, ms in runs.items() if ms}
 
 
 #: sparse configs and dense variants timed again in :func:`_measure`'s final rounds
