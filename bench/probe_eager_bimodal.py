@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -24,18 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_tile import bench_ms, random_layer  # noqa: E402
-
-
-def host_us(fn, calls=2000) -> float:
-    for _ in range(50):
-        fn()
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    host = (time.perf_counter() - t) / calls * 1e6
-    torch.cuda.synchronize()
-    return host
+from profile_host import per_call_us  # noqa: E402
 
 
 def flush_us() -> float:
@@ -82,7 +70,7 @@ def main() -> None:
             for name, fn in paths.items():
                 with replay_off(dispatch, name == "op, no replay"):
                     if r == args.rounds:
-                        hosts[name] = host_us(fn)
+                        hosts[name] = per_call_us(fn, 2000)
                     else:
                         reads[name].append(bench_ms(fn) * 1e3)
         for name in paths:

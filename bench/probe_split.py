@@ -21,8 +21,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_tile import SHAPES, kept_counts, make_layout  # noqa: E402
-from sparsefx.patterns.tile import pack, unpack  # noqa: E402
+from bench_tile import SHAPES, random_layer  # noqa: E402
+from sparsefx.patterns.tile import unpack  # noqa: E402
 
 ROUNDS = 2
 
@@ -66,12 +66,7 @@ def check(args, plan, cfg, packed, x_rm, b, feature_major) -> float:
 def run_case(M, K, N, G, sparsity, uneven, gen, dtype=torch.float16, small_splits=(2, 4, 8)):
     from sparsefx.runtime.cuda import dispatch
     from sparsefx.runtime.cuda.plan import get_plan
-    T = -(-N // G)
-    counts = kept_counts(T, K, sparsity, uneven, gen)
-    packed = pack(torch.randn(N, K, device="cuda", dtype=dtype) * 0.05,
-                  make_layout(N, K, G, counts, gen))
-    W = torch.randn(N, K, device="cuda", dtype=dtype) * 0.05
-    b = torch.randn(N, device="cuda", dtype=dtype)
+    W, packed, b, _ = random_layer(N, K, G, sparsity, uneven, gen, dtype)
     x_rm = torch.randn(M, K, device="cuda", dtype=dtype)
     x = x_rm.t().contiguous()
     args = (x, packed.values, packed.row_idx, packed.row_ptr, packed.col_map, b, N, "none",

@@ -23,8 +23,7 @@ import triton.language as tl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_tile import kept_counts, make_layout  # noqa: E402
-from sparsefx.patterns.tile import pack  # noqa: E402
+from bench_tile import random_layer  # noqa: E402
 from sparsefx.runtime.cuda import triton_tile  # noqa: E402
 
 #: the shipped fix-up, kept before main() swaps the module's name for a variant
@@ -100,11 +99,8 @@ def main() -> None:
     assert register_cuda_kernels()
     gen = torch.Generator().manual_seed(0)
     for M, K, N, sp, uneven in CASES:
-        counts = kept_counts(N // 128, K, sp, uneven, gen)
-        packed = pack(torch.randn(N, K, device="cuda", dtype=torch.float16),
-                      make_layout(N, K, 128, counts, gen))
+        _, packed, b, _ = random_layer(N, K, 128, sp, uneven, gen)
         x = torch.randn(K, M, device="cuda", dtype=torch.float16)
-        b = torch.randn(N, device="cuda", dtype=torch.float16)
         a = (x, packed.values, packed.row_idx, packed.row_ptr, packed.col_map, b, N, "none",
              True)
         plan = get_plan(packed.row_ptr, packed.col_map, N, 128)

@@ -25,9 +25,11 @@ triton = pytest.importorskip("triton")
 TOL = 1e-2
 
 
-def layer(seed, N=384, K=256, G=64, dtype=torch.float16):
+def layer(seed, N=384, K=256, G=64, dtype=torch.float16, structure="uneven"):
+    """A packed layer of ``structure`` (sparsefx_testing.make_tile_layer) on the GPU:
+    (packed, (values, row_idx, row_ptr, col_map), bias, generator)."""
     gen = torch.Generator().manual_seed(seed)
-    packed, _ = make_tile_layer(N, K, G, "uneven", gen)
+    packed, _ = make_tile_layer(N, K, G, structure, gen)
     tensors = (packed.values.to("cuda", dtype), packed.row_idx.cuda(),
                packed.row_ptr.cuda(), packed.col_map.cuda())
     bias = torch.randn(N, generator=gen).to("cuda", dtype)
@@ -170,12 +172,8 @@ def test_replayed_calls_equal_the_general_path(fresh_cache, monkeypatch, kind,
     dispatch = fresh_cache
     cfg = replay_configs()[kind]
     force_config(monkeypatch, dispatch, cfg)
-    gen = torch.Generator().manual_seed(11)
-    packed, _ = make_tile_layer(320, 200, 64, "ragged", gen)
-    values, row_idx, row_ptr, col_map = (packed.values.to("cuda", dtype),
-                                         packed.row_idx.cuda(), packed.row_ptr.cuda(),
-                                         packed.col_map.cuda())
-    bias = torch.randn(320, generator=gen).to("cuda", dtype)
+    packed, (values, row_idx, row_ptr, col_map), bias, gen = layer(
+        11, 320, 200, dtype=dtype, structure="ragged")
     N, K, M = 320, 200, 24 if kind == "split" else 131
     plan = dispatch.get_plan(row_ptr, col_map, N, 64)
     shape = (K, M) if feature_major else (3, M // 3 if kind == "split" else M, K)
@@ -199,12 +197,8 @@ def test_replay_steps_aside_when_a_call_differs(fresh_cache, monkeypatch):
     runner declines and the general path computes the right numbers."""
     dispatch = fresh_cache
     force_config(monkeypatch, dispatch, replay_configs()["grid"])
-    gen = torch.Generator().manual_seed(12)
-    packed, _ = make_tile_layer(256, 128, 64, "ragged", gen)
-    values, row_idx, row_ptr, col_map = (packed.values.to("cuda", torch.float16),
-                                         packed.row_idx.cuda(), packed.row_ptr.cuda(),
-                                         packed.col_map.cuda())
-    bias = torch.randn(256, generator=gen).to("cuda", torch.float16)
+    packed, (values, row_idx, row_ptr, col_map), bias, gen = layer(
+        12, 256, 128, structure="ragged")
     K, M = 128, 96
     op = torch.ops.sparsefx.tile_linear
 
@@ -231,12 +225,8 @@ def test_replay_writes_pruned_away_features(fresh_cache, monkeypatch, feature_ma
     tile): the replay also writes activation(bias) into them, with and without bias."""
     dispatch = fresh_cache
     force_config(monkeypatch, dispatch, replay_configs()["grid"])
-    gen = torch.Generator().manual_seed(14)
-    pruned, _ = make_tile_layer(256, 128, 64, "uneven", gen)
+    pruned, tensors, bias, gen = layer(14, 256, 128)
     assert pruned.col_map.numel() < 256
-    tensors = (pruned.values.to("cuda", torch.float16), pruned.row_idx.cuda(),
-               pruned.row_ptr.cuda(), pruned.col_map.cuda())
-    bias = torch.randn(256, generator=gen).to("cuda", torch.float16)
     K, M = 128, 72
     for b in (bias, None):
         for _ in range(4):
@@ -256,11 +246,8 @@ def test_replay_under_graph_capture_uses_the_capturing_stream(fresh_cache, monke
     recomputes from new input contents."""
     dispatch = fresh_cache
     force_config(monkeypatch, dispatch, replay_configs()["split"])
-    gen = torch.Generator().manual_seed(13)
-    packed, _ = make_tile_layer(192, 256, 64, "ragged", gen)
-    values, row_idx, row_ptr, col_map = (packed.values.to("cuda", torch.float16),
-                                         packed.row_idx.cuda(), packed.row_ptr.cuda(),
-                                         packed.col_map.cuda())
+    packed, (values, row_idx, row_ptr, col_map), _, gen = layer(
+        13, 192, 256, structure="ragged")
     x = torch.randn(256, 16, generator=gen).to("cuda", torch.float16)
     args = (x, values, row_idx, row_ptr, col_map, None, 192, "gelu", True)
     for _ in range(3):
