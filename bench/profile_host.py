@@ -3,8 +3,9 @@
 For µs-size layers the eager op is host-bound (bench/RESULTS.md run 5, `chosen µs`).
 This prints, per layout, the host µs per call of ``F.linear`` and of the op in the
 ways a user calls it (grad mode on with plain tensors, ``no_grad`` with parameters,
-``inference_mode``, and ``inference_mode`` without the replay of the layer's launch,
-``dispatch._EagerRunner``), of ``sparse_forward`` with a Triton and an sm90 config, and of one
+``inference_mode``; then ``inference_mode`` with the Python replay of the layer's launch
+only (``dispatch._EagerRunner``, no C++ record: ``runtime/cuda/eager_fastpath.py``), and
+without any replay), of ``sparse_forward`` with a Triton and an sm90 config, and of one
 Triton launch through ``kernel[grid]`` vs the direct relaunch of
 ``runtime/cuda/triton_launch.py``; then a cProfile of the op's Python path.
 
@@ -54,7 +55,8 @@ def main():
     ap.add_argument("--mkn", default="256,768,768")
     ap.add_argument("--profile", action="store_true", help="also print a cProfile")
     args = ap.parse_args()
-    from sparsefx.runtime.cuda import dispatch, register_cuda_kernels, sm90_tile
+    from sparsefx.runtime.cuda import dispatch, eager_fastpath, register_cuda_kernels, \
+        sm90_tile
     from sparsefx.runtime.cuda.triton_tile import TileConfig
     assert register_cuda_kernels()
     M, K, N = map(int, args.mkn.split(","))
@@ -69,9 +71,9 @@ def main():
     plan = dispatch.get_plan(row_ptr, col_map, N, G)
     print(f"# {torch.cuda.get_device_name()}, {M}x{K}->{N}, G={G}, 75%, fp16; host µs/call")
     print("| layout | F.linear | op (grad on) | op no_grad, params | op inference_mode "
-          "| op inference_mode, no replay | sparse_forward triton | sparse_forward sm90 "
-          "| chosen |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| op inference_mode, Python replay | op inference_mode, no replay "
+          "| sparse_forward triton | sparse_forward sm90 | chosen | C++ calls |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for fm in (True, False):
         x = x_rm.t().contiguous() if fm else x_rm
         op_args = (x, values, row_idx, row_ptr, col_map, b, N, "none", fm)
@@ -83,13 +85,18 @@ def main():
                                       N, "none", fm)))
         with torch.inference_mode():
             cells.append(t(lambda: op(*op_args)))
-        # the same without the replay of the layer's launch (dispatch._EagerRunner)
-        dispatch._runners.clear()
+        cpp_calls = eager_fastpath.stats()[0]
+        # the Python replay alone (no C++ record), then no replay at all
+        dispatch._forget_fast_paths()
+        register, eager_fastpath.register = eager_fastpath.register, lambda *a: False
+        with torch.inference_mode():
+            cells.append(t(lambda: op(*op_args)))
+        dispatch._forget_fast_paths()
         make_runner, dispatch._eager_runner = dispatch._eager_runner, lambda *a: None
         with torch.inference_mode():
             cells.append(t(lambda: op(*op_args)))
-        dispatch._eager_runner = make_runner
-        dispatch._runners.clear()
+        dispatch._eager_runner, eager_fastpath.register = make_runner, register
+        dispatch._forget_fast_paths()
         triton_cfg = TileConfig(128, 64, 64, 4, 4)
         cells.append(t(lambda: dispatch.sparse_forward(*op_args, plan, triton_cfg)))
         if sm90_tile.available():
@@ -98,7 +105,8 @@ def main():
         else:
             cells.append(float("nan"))
         print(f"| {'fm' if fm else 'rm'} | " + " | ".join(f"{c:.1f}" for c in cells) +
-              f" | {dec.choice} {dec.config.impl if dec.config else ''} |", flush=True)
+              f" | {dec.choice} {dec.config.impl if dec.config else ''} | {cpp_calls} |",
+              flush=True)
         if args.profile:
             prof = cProfile.Profile()
             prof.enable()
@@ -107,6 +115,8 @@ def main():
             prof.disable()
             torch.cuda.synchronize()
             pstats.Stats(prof).sort_stats("tottime").print_stats(15)
+    print(f"\nC++ eager path: {'installed' if eager_fastpath.active() else 'not installed'}"
+          f" ({eager_fastpath.why_not() or 'ok'})")
     print_launch_costs(values, row_idx, col_map, b, plan, x_rm, args.calls)
 
 

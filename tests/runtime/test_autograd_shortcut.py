@@ -8,6 +8,7 @@ general path, and the numbers are the same either way.
 from __future__ import annotations
 
 import inspect
+import warnings
 
 import pytest
 import torch
@@ -134,3 +135,70 @@ def test_inference_mode_runs_the_kernel():
     # autograd keys are skipped entirely: the backend kernel is called by the dispatcher
     assert calls == ["shortcut"]
     torch.testing.assert_close(out, x * w + 2.0)
+
+
+# --------------------------------------------------------------------------- hand-off
+@torch.library.custom_op("sfxtest_shortcut::scaled_mul", mutates_args=())
+def scaled_mul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return 3.0 * x * w
+
+
+@scaled_mul.register_fake
+def _(x, w):
+    return torch.empty_like(x)
+
+
+def _mul_backward(ctx, grad):
+    x, w = ctx.saved_tensors
+    return 3.0 * grad * w, 3.0 * grad * x
+
+
+scaled_mul.register_autograd(_mul_backward, setup_context=_setup)
+
+
+def test_hand_off_to_a_native_kernel():
+    """After ``hand_backend_to_native`` the dispatcher runs the newly registered kernel
+    (standing in for the C++ one) and plain calls reach its binding; gradients still
+    take the general path, which redispatches to the new kernel; an op the shortcut was
+    never installed for is refused."""
+    ran = []
+
+    def python_kernel(x, w):
+        ran.append("python")
+        return 3.0 * x * w
+
+    def native_kernel(x, w):
+        ran.append("native")
+        return 3.0 * x * w
+
+    def binding(x, w):
+        ran.append("binding")
+        return native_kernel(x, w)
+
+    assert autograd_shortcut.install(scaled_mul, python_kernel, backend="CPU")
+    mul = torch.ops.sfxtest_shortcut.scaled_mul
+    x, w = fresh(5), fresh(5)
+    mul(x, w)
+    assert ran == ["python"]
+    native_lib = torch.library.Library("sfxtest_shortcut", "IMPL")
+
+    def register_native():
+        with warnings.catch_warnings():     # "overriding a previously registered kernel"
+            warnings.simplefilter("ignore")
+            native_lib.impl("scaled_mul", native_kernel, "CPU")
+
+    assert autograd_shortcut.hand_backend_to_native(scaled_mul, register_native, binding,
+                                                    backend="CPU")
+    ran.clear()
+    torch.testing.assert_close(mul(x, w), 3.0 * x * w)
+    with torch.inference_mode():
+        torch.testing.assert_close(mul(x, w), 3.0 * x * w)
+    assert ran == ["binding", "native", "native"]
+    ran.clear()
+    xg, wg = fresh(5, requires_grad=True), fresh(5, requires_grad=True)
+    mul(xg, wg).sum().backward()
+    assert ran == ["native"]
+    torch.testing.assert_close(xg.grad, 3.0 * wg.detach())
+    assert not autograd_shortcut.hand_backend_to_native(scaled_mul, register_native,
+                                                        binding, backend="Meta")
+    native_lib._destroy()

@@ -35,7 +35,7 @@ def test_missing_sources_are_named(monkeypatch):
 
 
 def test_every_csrc_source_exists():
-    for name in ("bias_residual_layernorm.cu", "tile_linear_sm90.cu"):
+    for name in ("bias_residual_layernorm.cu", "tile_linear_sm90.cu", "eager_fastpath.cpp"):
         assert (build.CSRC_DIR / name).exists()
 
 
@@ -58,7 +58,7 @@ def test_prebuild_reports_every_library(monkeypatch, capsys):
     assert prebuild.main() == 0
     lines = capsys.readouterr().out.splitlines()
     assert sorted(line.split(":")[0] for line in lines) == \
-        ["bias_residual_layernorm", "tile_linear_sm90"]
+        ["bias_residual_layernorm", "sparsefx_eager_fastpath", "tile_linear_sm90"]
     assert all("not available: disabled by" in line for line in lines)
     assert prebuild._failed("not available: nvcc failed: error: expected ';'")
     assert not prebuild._failed("not available: no CUDA device")

@@ -20,6 +20,10 @@ fake tensors and backward behave exactly as before.
 The general path is built with ``torch._library.autograd.make_autograd_impl``, the
 function ``custom_op`` itself uses; where it is missing :func:`install` falls back to
 ``op_def.register_kernel("cuda")`` and returns False (slower, never wrong).
+
+:func:`hand_backend_to_native` later gives the ``backend`` key to a kernel registered
+from C++ (e.g. ``csrc/eager_fastpath.cpp``) and points the shortcut at its Python
+binding.
 """
 from __future__ import annotations
 
@@ -28,6 +32,8 @@ from typing import Callable
 import torch
 
 _libraries: list = []        # keep the registrations alive
+#: (op name, backend) -> [Library holding the backend kernel, [kernel the shortcut calls]]
+_installed: dict[tuple, list] = {}
 
 
 def install(op_def, kernel: Callable, backend: str = "CUDA") -> bool:
@@ -42,16 +48,38 @@ def install(op_def, kernel: Callable, backend: str = "CUDA") -> bool:
         op_def.register_kernel(backend.lower())(kernel)
         return False
     namespace, name = op_def._qualname.split("::")
+    target = [kernel]        # a cell, so hand_backend_to_native can repoint it
 
     def autograd_backend(keyset, *args, **kwargs):
         if _plain_call(args, kwargs):
-            return kernel(*args, **kwargs)
+            return target[0](*args, **kwargs)
         return general(keyset, *args, **kwargs)
 
-    lib = torch.library.Library(namespace, "IMPL")
-    lib.impl(name, kernel, backend)
-    lib.impl(name, autograd_backend, "Autograd" + backend, with_keyset=True)
-    _libraries.append(lib)
+    backend_lib = torch.library.Library(namespace, "IMPL")
+    backend_lib.impl(name, kernel, backend)
+    autograd_lib = torch.library.Library(namespace, "IMPL")
+    autograd_lib.impl(name, autograd_backend, "Autograd" + backend, with_keyset=True)
+    _libraries.append(autograd_lib)
+    _installed[(op_def._qualname, backend)] = [backend_lib, target]
+    return True
+
+
+def hand_backend_to_native(op_def, register_native: Callable[[], None],
+                           binding: Callable, backend: str = "CUDA") -> bool:
+    """Put a kernel that ``register_native()`` registers from C++ for ``backend`` in
+    front of the Python one :func:`install` registered, and make the shortcut call
+    ``binding`` (that kernel's Python binding) for plain calls.
+
+    The Python kernel stays registered underneath: the dispatcher keeps every kernel
+    registered for a key and runs the newest, so nothing a call in flight is executing
+    is freed (this may run inside a call of the op itself). Returns False (and changes
+    nothing) when :func:`install` did not install the shortcut for this op and
+    backend."""
+    entry = _installed.get((op_def._qualname, backend))
+    if entry is None:
+        return False
+    register_native()
+    entry[1][0] = binding
     return True
 
 

@@ -24,9 +24,12 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import importlib.util
 import os
 import shutil
 import subprocess
+import sys
+import sysconfig
 import threading
 from pathlib import Path
 from typing import Optional, Sequence
@@ -172,19 +175,121 @@ def _nvcc_version(nvcc: str) -> str:
 
 
 def _compile(nvcc, paths, flags, target: Path) -> None:
+    _compile_with(nvcc, paths, flags, target)
+
+
+def _compile_with(compiler, paths, flags, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(f".tmp{os.getpid()}.so")
-    cmd = [nvcc, *flags, "-o", str(tmp), *map(str, paths)]
+    tmp = target.with_name(f"{target.name}.tmp{os.getpid()}.so")
+    cmd = [compiler, *map(str, paths), *flags, "-o", str(tmp)]
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     except (OSError, subprocess.SubprocessError) as exc:
-        raise _Unavailable(f"nvcc could not run: {exc}") from exc
+        raise _Unavailable(f"{compiler} could not run: {exc}") from exc
     if res.returncode != 0:
         tmp.unlink(missing_ok=True)
-        raise _Unavailable("nvcc failed:\n" + " ".join(cmd) + "\n" +
+        raise _Unavailable(f"{Path(compiler).name} failed:\n" + " ".join(cmd) + "\n" +
                            (res.stderr or res.stdout)[-4000:])
     os.replace(tmp, target)     # atomic: readers see the old name or the whole file
 
 
-__all__ = ["load", "why_not", "nvcc_path", "gencode_for", "compile_flags",
-           "compile_library", "build_dir", "CSRC_DIR"]
+# --------------------------------------------------------------------------- torch modules
+def load_torch_module(name: str, source: str):
+    """Build (once) and import ``csrc/<source>``: a C++ Python module that links against
+    the running torch (``PYBIND11_MODULE(name, ...)``), e.g. an operator's CUDA kernel
+    written in C++. Unlike the kernel libraries above it depends on the torch build, so
+    the cache key covers torch's version and location and Python's version too.
+
+    Returns the module or ``None`` (see :func:`why_not`): no GPU, no C++ compiler, no
+    CUDA headers, disabled by ``SPARSEFX_DISABLE_CUDA_EXT``, or the build failed."""
+    with _lock:
+        if name in _loaded:
+            return _loaded[name]
+        module = None
+        try:
+            module = _build_and_import(name, source)
+        except _Unavailable as exc:
+            _reasons[name] = str(exc)
+        _loaded[name] = module
+        return module
+
+
+def cuda_include_dir() -> Optional[Path]:
+    """The CUDA toolkit's include directory (``cuda.h``, ``cuda_runtime.h``):
+    ``$CUDA_HOME/include``, next to nvcc, or ``/usr/local/cuda/include``."""
+    candidates = []
+    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    if home:
+        candidates.append(Path(home) / "include")
+    nvcc = nvcc_path()
+    if nvcc is not None:
+        candidates.append(Path(nvcc).resolve().parent.parent / "include")
+    candidates.append(Path("/usr/local/cuda/include"))
+    for inc in candidates:
+        if (inc / "cuda.h").exists() and (inc / "cuda_runtime.h").exists():
+            return inc
+    return None
+
+
+def torch_module_flags(name: str) -> list[str]:
+    """Compiler and linker flags of a C++ module ``name`` built against this torch
+    (the same defines and libraries ``torch.utils.cpp_extension`` uses)."""
+    torch_dir = Path(torch.__file__).resolve().parent
+    abi = int(bool(getattr(torch._C, "_GLIBCXX_USE_CXX11_ABI", True)))
+    flags = ["-O2", "-std=c++20", "-shared", "-fPIC", "-fvisibility=hidden",
+             f"-DTORCH_EXTENSION_NAME={name}", "-DTORCH_API_INCLUDE_EXTENSION_H",
+             f"-D_GLIBCXX_USE_CXX11_ABI={abi}"]
+    for attr in ("COMPILER_TYPE", "STDLIB", "BUILD_ABI"):   # older torch builds pin these
+        value = getattr(torch._C, f"_PYBIND11_{attr}", None)
+        if value is not None:
+            flags.append(f'-DPYBIND11_{attr}="{value}"')
+    includes = [torch_dir / "include", torch_dir / "include" / "torch" / "csrc" / "api" /
+                "include", Path(sysconfig.get_paths()["include"])]
+    cuda_inc = cuda_include_dir()
+    if cuda_inc is not None:
+        includes.append(cuda_inc)
+    flags += [f"-I{p}" for p in includes]
+    lib_dir = torch_dir / "lib"
+    flags += [f"-L{lib_dir}", f"-Wl,-rpath,{lib_dir}", "-lc10", "-lc10_cuda", "-ltorch_cpu",
+              "-ltorch_python", "-ldl"]
+    return flags
+
+
+def _build_and_import(name: str, source: str):
+    disabled = os.environ.get(DISABLE_ENV, "")
+    if disabled in ("1", "all") or name in disabled.split(","):
+        raise _Unavailable(f"disabled by {DISABLE_ENV}={disabled}")
+    if not torch.cuda.is_available():
+        raise _Unavailable("no CUDA device")
+    path = CSRC_DIR / source
+    if not path.exists():
+        raise _Unavailable(f"source not found: {path} (csrc/ ships with a source checkout; "
+                           "install with `pip install -e .`)")
+    if cuda_include_dir() is None:
+        raise _Unavailable("CUDA headers (cuda.h) not found next to nvcc; set CUDA_HOME")
+    cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+    if cxx is None:
+        raise _Unavailable("no C++ compiler (set CXX or put c++ on PATH)")
+    flags = torch_module_flags(name)
+    h = hashlib.sha256(path.read_bytes())
+    h.update(" ".join([cxx, *flags, torch.__version__, str(torch.__file__),
+                       sys.version]).encode())
+    target = build_dir() / f"{name}-{h.hexdigest()[:16]}{_module_suffix()}"
+    if not target.exists():
+        _compile_with(cxx, [path], flags, target)
+    spec = importlib.util.spec_from_file_location(name, target)
+    try:
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    except ImportError as exc:
+        raise _Unavailable(f"built {target} but could not import it: {exc}") from exc
+    return module
+
+
+def _module_suffix() -> str:
+    return sysconfig.get_config_var("EXT_SUFFIX") or ".so"
+
+
+__all__ = ["load", "load_torch_module", "why_not", "nvcc_path", "gencode_for",
+           "compile_flags", "compile_library", "torch_module_flags", "cuda_include_dir",
+           "build_dir", "CSRC_DIR"]

@@ -33,7 +33,7 @@ from torch import Tensor
 
 from sparsefx.patterns.tile import unpack_tensors
 from sparsefx.runtime.cuda.plan import TilePlan, get_plan
-from sparsefx.runtime.cuda import sm90_tile
+from sparsefx.runtime.cuda import eager_fastpath, sm90_tile
 from sparsefx.runtime.cuda.triton_tile import TileConfig, num_sms, tile_kernel_launch
 from sparsefx.runtime.cuda.transpose import transpose_2d
 from sparsefx.runtime.cuda.triton_dense import DenseConfig, dense_configs, dense_fm_linear, \
@@ -105,6 +105,8 @@ _disk_loaded = False
 _fast: dict[tuple, Decision] = {}       # per-call lookup: (plan, x meta, ...) -> decision
 #: fast key -> _EagerRunner, or None where a layer's calls cannot be replayed
 _runners: dict[tuple, Optional["_EagerRunner"]] = {}
+#: (fast key, ids of the layer's tensors) already offered to the C++ eager path
+_cpp_offers: dict[tuple, None] = {}
 _MAX_RUNNERS = 4096
 
 
@@ -169,6 +171,8 @@ def clear_decisions(disk: bool = False) -> None:
 def _forget_fast_paths() -> None:
     _fast.clear()
     _runners.clear()
+    _cpp_offers.clear()
+    eager_fastpath.clear()
 
 
 _gpu_names: dict = {}
@@ -721,6 +725,7 @@ def tile_linear_cuda(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor
         if runner:
             out = runner(x, values, row_idx, col_map, bias, plan)
             if out is not None:
+                _offer_to_cpp(fast_key, dec, args, runner)
                 return out
         out = _run(dec, args, plan)
         # second call of this kind: the kernel is compiled. Not while a graph is being
@@ -728,7 +733,9 @@ def tile_linear_cuda(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor
         if runner is False and not torch.cuda.is_current_stream_capturing():
             if len(_runners) >= _MAX_RUNNERS:
                 _runners.clear()
-            _runners[fast_key] = _eager_runner(dec, args, plan)
+            runner = _runners[fast_key] = _eager_runner(dec, args, plan)
+        if runner is not False:
+            _offer_to_cpp(fast_key, dec, args, runner)
         return out
     if not kernel_supported(x, values):
         return dense_forward(*args)
@@ -751,6 +758,30 @@ def tile_linear_cuda(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor
     if dec.measured:
         _fast[fast_key] = dec
     return _run(dec, args, plan)
+
+
+def _offer_to_cpp(fast_key: tuple, dec: Decision, args: tuple,
+                  runner: Optional[_EagerRunner]) -> None:
+    """Register calls like ``args`` with the C++ eager path (runtime/cuda/eager_fastpath),
+    once per layer tensors and their versions: a replayable Triton sparse layer by its
+    runner, a layer run dense the "direct" way by its unpacked weight. Later calls like
+    it skip Python entirely. Offered again for other tensor objects of the same layer (a
+    module's parameters instead of plain tensors, say) or after an in-place change, which
+    the C++ records tell apart."""
+    x, values, row_idx, row_ptr, col_map, bias, out_features, _, feature_major = args
+    key = (fast_key, id(values), id(row_idx), id(row_ptr), id(col_map), id(bias),
+           values._version, row_ptr._version, col_map._version)
+    if key in _cpp_offers or torch.cuda.is_current_stream_capturing():
+        return
+    if len(_cpp_offers) >= _MAX_RUNNERS:
+        _cpp_offers.clear()
+    _cpp_offers[key] = None
+    if runner is not None:
+        eager_fastpath.register(args, runner)
+    elif (dec.choice == "dense" or dec.config is None) and dec.dense_variant == "direct":
+        K = x.shape[0] if feature_major else x.shape[-1]
+        eager_fastpath.register_dense(args, dense_weight(values, row_idx, row_ptr, col_map,
+                                                         out_features, K, x.dtype))
 
 
 def _run(dec: Decision, args: tuple, plan: TilePlan) -> Tensor:

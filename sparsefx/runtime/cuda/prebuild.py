@@ -1,7 +1,8 @@
 """Build the CUDA C++ kernel libraries now, instead of at the first call that needs one.
 
 Why: the first call that needs a library in ``csrc/`` compiles it with nvcc (the Hopper
-tile kernel takes about a minute), which stalls that call and makes a CUDA-graph capture
+tile kernel takes about a minute; the eager C++ path of ``tile_linear``, built with the
+C++ compiler against the running torch, tens of seconds), which stalls that call and makes a CUDA-graph capture
 or a latency measurement taken right after it misleading. Run this once per machine
 (the result is cached under ``$SPARSEFX_CACHE_DIR/build/``)::
 
@@ -23,8 +24,10 @@ from sparsefx.runtime.cuda import build
 def _libraries() -> dict[str, Callable]:
     """Library name -> the loader its runtime module uses (declares the signatures)."""
     from sparsefx.runtime import norm_cuda
-    from sparsefx.runtime.cuda import sm90_tile
-    return {sm90_tile.LIB_NAME: sm90_tile.library, norm_cuda.LIB_NAME: norm_cuda.load_library}
+    from sparsefx.runtime.cuda import eager_fastpath, sm90_tile
+    return {sm90_tile.LIB_NAME: sm90_tile.library, norm_cuda.LIB_NAME: norm_cuda.load_library,
+            eager_fastpath.MODULE: lambda: build.load_torch_module(eager_fastpath.MODULE,
+                                                                   eager_fastpath.SOURCE)}
 
 
 def prebuild() -> dict[str, str]:
@@ -34,7 +37,8 @@ def prebuild() -> dict[str, str]:
         start = time.perf_counter()
         lib = loader()
         if lib is not None:
-            status[name] = f"ok ({time.perf_counter() - start:.1f} s): {lib._name}"
+            where = getattr(lib, "_name", None) or getattr(lib, "__file__", "")
+            status[name] = f"ok ({time.perf_counter() - start:.1f} s): {where}"
         else:
             status[name] = f"not available: {build.why_not(name)}"
     return status
@@ -44,7 +48,8 @@ def _failed(line: str) -> bool:
     """A build that should have worked here: not one skipped for a reason that is
     simply this machine's (no GPU, no nvcc, other architecture, disabled)."""
     skipped = ("no CUDA device", "nvcc not found", "compute capability", "disabled by",
-               "sources not found")
+               "sources not found", "source not found", "no C++ compiler",
+               "CUDA headers")
     return not line.startswith("ok") and not any(s in line for s in skipped)
 
 

@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from sparsefx.runtime.cuda.triton_launch import launch
+from sparsefx.runtime.cuda.triton_launch import KernelLaunch
 from sparsefx.runtime.cuda.triton_tile import _after_previous_kernel, pdl_enabled
 
 BLOCK = 64
@@ -42,12 +42,21 @@ def transpose_2d(x: Tensor) -> Tensor:
         return x.t().contiguous()
     M, K = x.shape
     y = torch.empty(K, M, dtype=x.dtype, device=x.device)
-    # plain integer ceil-division: triton.cdiv is a jit function, ~5 µs per host call
-    grid = (-(-M // BLOCK), -(-K // BLOCK))
-    pdl = pdl_enabled(x.device)
-    launch(_transpose_kernel, grid, (x, y), (M, K, x.stride(0), y.stride(0)),
-           dict(BM=BLOCK, BK=BLOCK, USE_PDL=pdl), num_warps=4, launch_pdl=pdl)
+    transpose_launch(x, y).run()
     return y
 
 
-__all__ = ["transpose_2d"]
+def transpose_launch(x: Tensor, y: Tensor) -> KernelLaunch:
+    """The launch that writes ``x.t()`` (``x`` 2-D with ``stride(1) == 1``) into the
+    contiguous ``y``; tensors first, as the eager C++ path expects
+    (runtime/cuda/eager_fastpath.py)."""
+    M, K = x.shape
+    # plain integer ceil-division: triton.cdiv is a jit function, ~5 µs per host call
+    grid = (-(-M // BLOCK), -(-K // BLOCK))
+    pdl = pdl_enabled(x.device)
+    return KernelLaunch(_transpose_kernel, grid, (x, y), (M, K, x.stride(0), y.stride(0)),
+                        dict(BM=BLOCK, BK=BLOCK, USE_PDL=pdl),
+                        dict(num_warps=4, launch_pdl=pdl))
+
+
+__all__ = ["transpose_2d", "transpose_launch"]

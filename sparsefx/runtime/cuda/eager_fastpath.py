@@ -1,0 +1,254 @@
+"""The C++ eager path of ``sparsefx::tile_linear`` (``csrc/eager_fastpath.cpp``).
+
+Why: an eager call of a µs-size layer is host-bound. The Python replay
+(:class:`~sparsefx.runtime.cuda.dispatch._EagerRunner`) brought a call to 21–23 µs of
+host time, against 13–18 µs for ``F.linear`` (bench/RESULTS.md run 13); what remained
+was the dispatcher's boxed call into Python, the Python checks, ``torch.empty`` and
+Triton's launcher. The C++ module registers the op's CUDA kernel in C++. For a layer
+whose launches were registered here (a *record*) a call goes from the dispatcher to
+``cuLaunchKernelEx`` without entering Python; every other call goes to the Python
+implementation (:func:`~sparsefx.runtime.cuda.dispatch.tile_linear_cuda`), unchanged.
+
+When: from a layer's second eager call of one kind on, the Python implementation
+offers it once per set of layer tensors (``dispatch._offer_to_cpp``): :func:`register`
+for a Triton sparse layer it replays, :func:`register_dense` for one it runs dense. The
+first registration builds the module (tens of seconds, once per machine and torch
+version; cached next to the other CUDA libraries, see :mod:`~sparsefx.runtime.cuda.build`)
+and hands the op's CUDA key to it. ``SPARSEFX_DISABLE_CUDA_EXT=sparsefx_eager_fastpath``
+(or ``1``) keeps the Python path; ``python -m sparsefx.runtime.cuda.prebuild`` builds the
+module ahead.
+
+What a record covers (anything else is never registered): a Triton sparse kernel (the
+replay's launch), for row-major layers preceded by the Triton transpose of a contiguous
+x, with no pruned-away output features; or a layer kernel choice runs dense the
+"direct" way (:func:`register_dense`: the same ATen calls on the unpacked weight); no Triton launch hooks (profilers) at registration;
+kernels without global or profile scratch memory. Per call the C++ side checks that the
+layer's tensors are the registered ones (same objects, ``row_ptr``/``col_map`` not
+modified in place), the input's shape, strides, dtype and device, the contiguity of the
+packed tensors, and each input's dtype and 16-byte alignment (what Triton specialised
+the kernels on); a dense record also that ``values`` was not modified in place and that
+its unpacked weight still exists. Any difference takes the Python path.
+
+The parameters are laid out as Triton's own launcher lays them out
+(``triton/backends/nvidia/driver.py``: each argument whose signature type is not
+``constexpr``, then the global and profile scratch pointers); :func:`launch_params`
+builds that list and is tested without a GPU.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, Optional, Sequence
+
+import torch
+
+MODULE = "sparsefx_eager_fastpath"
+SOURCE = "eager_fastpath.cpp"
+
+#: slots of csrc/eager_fastpath.cpp: tensors a launch takes per call
+SLOT_X2, SLOT_VALUES, SLOT_ROW_IDX, SLOT_COL_MAP, SLOT_BIAS_OR_VALUES, SLOT_OUT, \
+    SLOT_X_RAW = range(7)
+#: the tile kernel's leading tensor arguments (triton_tile.tile_kernel_launch), by slot
+TILE_KERNEL_SLOTS = {0: SLOT_X2, 1: SLOT_VALUES, 2: SLOT_ROW_IDX, 3: SLOT_COL_MAP,
+                     4: SLOT_BIAS_OR_VALUES, 5: SLOT_OUT}
+#: the transpose kernel's tensors (transpose.transpose_launch): reads x, writes x2
+TRANSPOSE_SLOTS = {0: SLOT_X_RAW, 1: SLOT_X2}
+
+_KIND_SLOT, _KIND_FIXED_PTR = 0, 1
+_SCALAR_KINDS = {"i1": 2, "i8": 2, "i16": 3, "i32": 4, "i64": 5, "u1": 6, "u8": 6,
+                 "u16": 7, "u32": 8, "u64": 9, "fp32": 10, "f32": 10, "fp64": 11}
+
+_lock = threading.Lock()
+_module: Any = None          # the loaded module once installed
+_tried = False
+#: compiled kernels whose functions records launch (kept loaded while records exist)
+_kernels: list = []
+
+
+def launch_params(signature: dict, args: Sequence, slots: dict) -> Optional[tuple]:
+    """The parameter list of one launch, as ``(kind, value)`` pairs in the order of
+    Triton's launcher, plus the tensors it reads that are not per-call slots.
+
+    ``signature``: the compiled kernel's argument types by name, in order
+    (``CompiledKernel.src.signature``; ``"constexpr"`` for specialised arguments);
+    ``args``: the kernel's arguments in the same order; ``slots``: argument position ->
+    slot, for the tensors that change per call (their ``args`` entries are ignored).
+    Returns ``(params, kept tensors)``, or None for a kernel this path does not launch
+    (a tensor descriptor, a tuple argument, an unknown type)."""
+    if len(signature) != len(args):
+        return None
+    params, keep = [], []
+    for pos, (ty, arg) in enumerate(zip(signature.values(), args)):
+        if ty == "constexpr":
+            continue
+        if not isinstance(ty, str):
+            return None
+        if ty.startswith("*"):
+            if pos in slots:
+                params.append((_KIND_SLOT, slots[pos]))
+            elif isinstance(arg, torch.Tensor):
+                params.append((_KIND_FIXED_PTR, arg.data_ptr()))
+                keep.append(arg)
+            else:
+                return None
+        elif ty in _SCALAR_KINDS and isinstance(arg, (bool, int, float)):
+            params.append((_SCALAR_KINDS[ty], arg))
+        else:
+            return None
+    # global and profile scratch: none (launch_step refuses kernels that need them)
+    params += [(_KIND_FIXED_PTR, 0), (_KIND_FIXED_PTR, 0)]
+    return params, keep
+
+
+def launch_step(relaunch, args: Sequence, slots: dict) -> Optional[tuple]:
+    """``(step spec, kept tensors)`` of a prepared Triton relaunch
+    (:class:`~sparsefx.runtime.cuda.triton_launch.Relaunch`) whose arguments are
+    ``args``, or None where the C++ path cannot launch it."""
+    kernel = relaunch.kernel
+    launcher = kernel.run                 # loads the module and function if needed
+    if getattr(launcher, "global_scratch_size", 0) or \
+            getattr(launcher, "profile_scratch_size", 0):
+        return None
+    signature = getattr(getattr(kernel, "src", None), "signature", None)
+    if not isinstance(signature, dict) or kernel.function is None:
+        return None
+    built = launch_params(signature, args, slots)
+    if built is None:
+        return None
+    params, keep = built
+    num_warps, num_ctas, shared = kernel.packed_metadata
+    step = (int(kernel.function), tuple(int(g) for g in relaunch.grid3), int(num_warps),
+            int(num_ctas), int(shared), bool(getattr(launcher, "launch_pdl", False)),
+            bool(getattr(launcher, "launch_cooperative_grid", False)), params)
+    return step, keep
+
+
+def register(args: tuple, runner) -> bool:
+    """Register the launches of ``runner`` (a layer's
+    :class:`~sparsefx.runtime.cuda.dispatch._EagerRunner`, built from the call ``args``)
+    with the C++ path, building and installing that path on first use. Returns whether
+    calls like ``args`` now run in C++."""
+    x, values, row_idx, row_ptr, col_map, bias, out_features, activation, fm = args
+    if runner.plan.missing is not None or not runner.M or _launch_hooks_set():
+        return False
+    if not fm and not x.is_contiguous():
+        return False
+    module = _installed_module()
+    if module is None:
+        return False
+    steps, keep, kernels = [], [], []
+    if not fm:
+        transpose = _transpose_step(x, runner.M, runner.K)
+        if transpose is None:
+            return False
+        (step, kept), kernel = transpose
+        steps.append(step)
+        keep += kept
+        kernels.append(kernel)
+    tile_args = (None,) * len(TILE_KERNEL_SLOTS) + tuple(runner.fixed) + \
+        tuple(runner.relaunch.tail)
+    tile = launch_step(runner.relaunch, tile_args, TILE_KERNEL_SLOTS)
+    if tile is None:
+        return False
+    steps.append(tile[0])
+    keep += tile[1]
+    kernels.append(runner.relaunch.kernel)
+    out_shape = [out_features, runner.M] if fm else [*x.shape[:-1], out_features]
+    module.register_record(x, values, row_idx, row_ptr, col_map, bias, out_features,
+                           activation, fm, out_shape, runner.M, runner.K, keep, steps)
+    with _lock:
+        new = [k for k in kernels if not any(k is kept for kept in _kernels)]
+        _kernels.extend(new)
+    return True
+
+
+def register_dense(args: tuple, weight: torch.Tensor) -> bool:
+    """Register a layer that kernel choice runs dense the "direct" way
+    (``dispatch.dense_forward``: ``F.linear``, or ``addmm`` on feature-major tensors) on
+    its unpacked ``weight`` (kept by ``dispatch.dense_weight``'s cache, which the record
+    only refers to). Returns whether calls like ``args`` now run in C++."""
+    x, values, row_idx, row_ptr, col_map, bias, out_features, activation, fm = args
+    if weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
+        return False
+    module = _installed_module()
+    if module is None:
+        return False
+    module.register_dense(x, values, row_idx, row_ptr, col_map, bias, out_features,
+                          activation, fm, weight)
+    return True
+
+
+def _transpose_step(x, M: int, K: int):
+    from sparsefx.runtime.cuda.transpose import transpose_launch
+    x2d = x.reshape(M, K)
+    y = torch.empty(K, M, dtype=x.dtype, device=x.device)
+    relaunch = transpose_launch(x2d, y).prepare()
+    if relaunch is None:
+        return None
+    step = launch_step(relaunch, (None, None, *relaunch.tail), TRANSPOSE_SLOTS)
+    return None if step is None else (step, relaunch.kernel)
+
+
+def _launch_hooks_set() -> bool:
+    """Whether Triton would call launch hooks (a profiler such as proton): the C++ path
+    does not call them. Triton >= 3.5 keeps each hook as a chain, empty by default."""
+    try:
+        from triton import knobs
+    except ImportError:                # pragma: no cover - older triton
+        return True
+    hooks = (knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook)
+    return any(h is not None and (not hasattr(h, "calls") or bool(h.calls)) for h in hooks)
+
+
+def _installed_module():
+    """The C++ module with its kernel registered for CUDA, or None (not buildable here,
+    or disabled); built and installed on the first call."""
+    global _module, _tried
+    with _lock:
+        if _tried:
+            return _module
+        _tried = True
+        from sparsefx.runtime.cuda import autograd_shortcut, build
+        from sparsefx.runtime.cuda.dispatch import tile_linear_cuda
+        from sparsefx.runtime.ops import tile_linear
+        module = build.load_torch_module(MODULE, SOURCE)
+        if module is None:
+            return None
+        if autograd_shortcut.hand_backend_to_native(
+                tile_linear, lambda: module.install(tile_linear_cuda), module.call):
+            _module = module
+        return _module
+
+
+def active() -> bool:
+    """Whether the C++ path is installed in this process."""
+    return _module is not None
+
+
+def why_not() -> Optional[str]:
+    """Why the C++ module could not be built or loaded here (None if it was, or was
+    never tried)."""
+    from sparsefx.runtime.cuda import build
+    return build.why_not(MODULE)
+
+
+def clear() -> None:
+    """Forget every record (later calls take the Python path until re-registered)."""
+    if _module is not None:
+        _module.clear()
+    with _lock:
+        _kernels.clear()
+
+
+def stats() -> tuple[int, int, int]:
+    """(calls run by a record, calls passed to Python, records) since the last
+    :func:`reset_stats`; zeros when the C++ path is not installed."""
+    return tuple(_module.stats()) if _module is not None else (0, 0, 0)
+
+
+def reset_stats() -> None:
+    if _module is not None:
+        _module.reset_stats()
+
+
+__all__ = ["register", "register_dense", "launch_params", "launch_step", "active", "why_not", "clear",
+           "stats", "reset_stats", "MODULE"]

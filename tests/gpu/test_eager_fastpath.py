@@ -1,0 +1,245 @@
+"""GPU tests of the eager C++ path of ``sparsefx::tile_linear`` (csrc/eager_fastpath.cpp,
+runtime/cuda/eager_fastpath.py).
+
+From a layer's third eager call of one kind on, the dispatcher runs the layer in C++:
+it checks the call against the registered record and launches the compiled Triton
+kernels itself. Each check here is that the numbers stay right: every output equals the
+general path's bit for bit on the same inputs and the float64 reference, with a
+NaN-poisoned allocator; that the C++ path really ran (its hit counter); and that every
+call that differs from the record (alignment, contiguity, strides, an in-place change of
+the layer's structure, another layer) is passed to Python and still correct.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sparsefx_testing import kernel_rel_err as rel_err
+from sparsefx_testing import tile_reference
+
+from test_eager_path import force_config, layer, poisoned_allocator, replay_configs
+
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+triton = pytest.importorskip("triton")
+
+TOL = 1e-2
+
+
+@pytest.fixture
+def fastpath(fresh_cache):
+    """(dispatch module, eager_fastpath module) with the C++ path installed and its
+    counters at zero. A build error fails; a machine without a compiler skips."""
+    from sparsefx.runtime.cuda import eager_fastpath
+    if eager_fastpath._installed_module() is None:
+        reason = eager_fastpath.why_not() or "not installed"
+        if "failed" in reason or "could not import" in reason:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    eager_fastpath.reset_stats()
+    yield fresh_cache, eager_fastpath
+
+
+def call_mode(mode, args, params=None):
+    """Call the op the way ``mode`` names; ``params``: (values, bias) as parameters."""
+    op = torch.ops.sparsefx.tile_linear
+    if mode == "inference_mode":           # dispatcher -> C++ kernel
+        with torch.inference_mode():
+            return op(*args)
+    if mode == "no_grad_params":           # autograd shortcut -> the module's binding
+        x, _, row_idx, row_ptr, col_map, _, N, act, fm = args
+        with torch.no_grad():
+            return op(x, params[0], row_idx, row_ptr, col_map, params[1], N, act, fm)
+    return op(*args)                       # grad mode on, nothing requires grad
+
+
+@pytest.mark.parametrize("kind", ["grid", "flat", "split"])
+@pytest.mark.parametrize("feature_major", [True, False], ids=["fm", "rm"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_cpp_calls_equal_the_general_path(fastpath, monkeypatch, kind, feature_major,
+                                          dtype):
+    dispatch, eager_fastpath = fastpath
+    cfg = replay_configs()[kind]
+    force_config(monkeypatch, dispatch, cfg)
+    packed, (values, row_idx, row_ptr, col_map), bias, gen = layer(
+        21, 320, 200, dtype=dtype, structure="ragged")
+    assert packed.col_map.numel() == 320           # no pruned-away features: registrable
+    N, K, M = 320, 200, 24 if kind == "split" else 131
+    plan = dispatch.get_plan(row_ptr, col_map, N, 64)
+    shape = (K, M) if feature_major else (3, M // 3 if kind == "split" else M, K)
+    for call in range(5):
+        x = torch.randn(shape, generator=gen).to("cuda", dtype)
+        args = (x, values, row_idx, row_ptr, col_map, bias, N, "silu", feature_major)
+        poisoned_allocator(N * x.numel() // K, dtype)
+        with torch.inference_mode():
+            got = torch.ops.sparsefx.tile_linear(*args)
+        general = dispatch.sparse_forward(*args, plan, cfg)
+        assert torch.equal(got, general), call
+        assert rel_err(got, tile_reference(x, packed, bias, "silu", feature_major)) <= TOL
+    hits, _, records = eager_fastpath.stats()
+    assert hits == 3 and records == 1, "calls 3-5 must run in C++"
+
+
+@pytest.mark.parametrize("mode", ["plain", "no_grad_params", "inference_mode"])
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no_bias"])
+def test_every_eager_mode_runs_in_cpp(fastpath, monkeypatch, mode, with_bias):
+    dispatch, eager_fastpath = fastpath
+    force_config(monkeypatch, dispatch, replay_configs()["grid"])
+    packed, tensors, bias, gen = layer(22, 256, 192, structure="ragged")
+    bias = bias if with_bias else None
+    # a module's parameters: the same objects every call
+    params = (torch.nn.Parameter(tensors[0]),
+              None if bias is None else torch.nn.Parameter(bias))
+    for _ in range(4):
+        x = torch.randn(192, 77, generator=gen).to("cuda", torch.float16)
+        args = (x, *tensors, bias, 256, "gelu", True)
+        poisoned_allocator(256 * 77, torch.float16)
+        out = call_mode(mode, args, params)
+        assert not out.requires_grad
+        assert rel_err(out, tile_reference(x, packed, bias, "gelu", True)) <= TOL
+    assert eager_fastpath.stats()[0] == 2
+
+
+def test_calls_that_differ_go_to_python(fastpath, monkeypatch):
+    """Registered for an aligned, contiguous x: a 2-byte-misaligned x, non-contiguous
+    values, a transposed-strides x, and row_ptr changed in place each take the Python
+    path, with the right numbers."""
+    dispatch, eager_fastpath = fastpath
+    force_config(monkeypatch, dispatch, replay_configs()["grid"])
+    packed, (values, row_idx, row_ptr, col_map), bias, gen = layer(
+        23, 256, 128, structure="ragged")
+    K, M = 128, 96
+
+    def call(x, vals=values, rp=row_ptr):
+        with torch.inference_mode():
+            return torch.ops.sparsefx.tile_linear(x, vals, row_idx, rp, col_map, bias, 256,
+                                                  "none", True)
+
+    for _ in range(3):
+        call(torch.randn(K, M, generator=gen).to("cuda", torch.float16))
+    assert eager_fastpath.stats()[0] == 1
+    buf = torch.randn(K * M + 8, generator=gen).to("cuda", torch.float16)
+    x_off = buf[1:1 + K * M].view(K, M)
+    strided = values.t().contiguous().t()
+    x_t = torch.randn(M, K, generator=gen).to("cuda", torch.float16).t()
+    cases = [(x_off, values), (torch.randn(K, M, generator=gen).half().cuda(), strided),
+             (x_t, values)]
+    for x, vals in cases:
+        eager_fastpath.reset_stats()
+        out = call(x, vals)
+        assert eager_fastpath.stats()[:2] == (0, 1)
+        assert rel_err(out, tile_reference(x, packed, bias, "none", True)) <= TOL
+    # the same structure written again in place: a new version, so a new plan
+    eager_fastpath.reset_stats()
+    row_ptr.copy_(row_ptr.clone())
+    x = torch.randn(K, M, generator=gen).to("cuda", torch.float16)
+    assert rel_err(call(x), tile_reference(x, packed, bias, "none", True)) <= TOL
+    assert eager_fastpath.stats()[:2] == (0, 1)
+
+
+def test_errors_raised_in_python_come_through(fastpath):
+    """A call the C++ path passes to Python keeps Python's exception type."""
+    _, tensors, bias, gen = layer(24)
+    x = torch.randn(256, 40, generator=gen).to("cuda", torch.float16)
+    for ctx in (torch.inference_mode, torch.no_grad):
+        with ctx(), pytest.raises(ValueError, match="unknown activation"):
+            torch.ops.sparsefx.tile_linear(x, *tensors, bias, 384, "tanh", True)
+
+
+def test_another_layer_of_the_same_shape_gets_its_own_record(fastpath, monkeypatch):
+    """A record names its layer's tensors: a second layer of the same shapes (made after
+    the first one is gone) never runs the first one's launches."""
+    dispatch, eager_fastpath = fastpath
+    force_config(monkeypatch, dispatch, replay_configs()["grid"])
+    for seed in (25, 26):
+        packed, tensors, bias, gen = layer(seed, 256, 128, structure="ragged")
+        for _ in range(4):
+            x = torch.randn(128, 64, generator=gen).to("cuda", torch.float16)
+            with torch.inference_mode():
+                out = torch.ops.sparsefx.tile_linear(x, *tensors, bias, 256, "relu", True)
+            assert rel_err(out, tile_reference(x, packed, bias, "relu", True)) <= TOL
+        del packed, tensors, bias
+    hits, _, records = eager_fastpath.stats()
+    assert hits == 4 and records == 2
+
+
+def test_cpp_path_under_graph_capture(fastpath, monkeypatch):
+    """A record launches on the current stream, so it works inside a CUDA graph capture
+    (its output comes from the graph's pool), and the graph recomputes from new
+    input contents; row-major, so the transpose launch is captured too."""
+    dispatch, eager_fastpath = fastpath
+    force_config(monkeypatch, dispatch, replay_configs()["flat"])
+    packed, tensors, _, gen = layer(27, 192, 256, structure="ragged")
+    x = torch.randn(40, 256, generator=gen).to("cuda", torch.float16)
+    args = (x, *tensors, None, 192, "gelu", False)
+    with torch.inference_mode():
+        for _ in range(3):
+            torch.ops.sparsefx.tile_linear(*args)
+        assert eager_fastpath.stats()[0] == 1
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = torch.ops.sparsefx.tile_linear(*args)
+        assert eager_fastpath.stats()[0] == 2
+        x.copy_(torch.randn(40, 256, generator=gen).to("cuda", torch.float16))
+        graph.replay()
+    torch.cuda.synchronize()
+    assert rel_err(out, tile_reference(x, packed, None, "gelu", False)) <= TOL
+
+
+def test_defaults_left_out_by_the_caller(fastpath, monkeypatch):
+    """The dispatcher passes a call without its trailing defaults (activation,
+    feature_major) to the autograd shortcut as it came; the module's binding fills them
+    in (row-major, no activation)."""
+    dispatch, eager_fastpath = fastpath
+    force_config(monkeypatch, dispatch, replay_configs()["grid"])
+    packed, tensors, bias, gen = layer(28, 256, 128, structure="ragged")
+    params = (torch.nn.Parameter(tensors[0]), torch.nn.Parameter(bias))
+    for _ in range(4):
+        x = torch.randn(2, 33, 128, generator=gen).to("cuda", torch.float16)
+        with torch.no_grad():
+            out = torch.ops.sparsefx.tile_linear(x, params[0], *tensors[1:], params[1], 256)
+        assert out.shape == (2, 33, 256)
+        assert rel_err(out, tile_reference(x, packed, bias, "none", False)) <= TOL
+    assert eager_fastpath.stats()[0] == 2
+
+
+def force_dense(monkeypatch, dispatch):
+    """Kernel choice that keeps every layer dense ("direct") without timing."""
+    def choose(x, values, row_idx, row_ptr, col_map, bias, out_features, activation,
+               feature_major, **_):
+        plan = dispatch.get_plan(row_ptr, col_map, out_features, values.shape[1])
+        key, shape = dispatch._key_and_shape(x, values, plan, bias, out_features,
+                                             activation, feature_major)
+        dec = dispatch.Decision(key, "dense", 2.0, 1.0, replay_configs()["grid"], shape)
+        dispatch._memory[key] = dec
+        return dec
+    monkeypatch.setattr(dispatch, "decide", choose)
+
+
+@pytest.mark.parametrize("feature_major", [True, False], ids=["fm", "rm"])
+@pytest.mark.parametrize("activation", ["none", "gelu"])
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no_bias"])
+def test_dense_layers_run_in_cpp(fastpath, monkeypatch, feature_major, activation,
+                                 with_bias):
+    """A layer kernel choice runs dense: from its third call on the C++ path runs the
+    same ATen calls, bit for bit, and an in-place change of the weights takes Python
+    (which unpacks them again) before the layer is registered anew."""
+    dispatch, eager_fastpath = fastpath
+    force_dense(monkeypatch, dispatch)
+    packed, (values, row_idx, row_ptr, col_map), bias, gen = layer(
+        29, 256, 192, structure="uneven")           # pruned-away features too
+    bias = bias if with_bias else None
+    shape = (192, 70) if feature_major else (2, 35, 192)
+    for call in range(6):
+        if call == 4:
+            values.mul_(0.5)
+            packed.values.mul_(0.5)
+        x = torch.randn(shape, generator=gen).to("cuda", torch.float16)
+        args = (x, values, row_idx, row_ptr, col_map, bias, 256, activation, feature_major)
+        with torch.inference_mode():
+            got = torch.ops.sparsefx.tile_linear(*args)
+        assert torch.equal(got, dispatch.dense_forward(*args)), call
+        assert rel_err(got, tile_reference(x, packed, bias, activation,
+                                           feature_major)) <= TOL
+    hits, misses, _ = eager_fastpath.stats()
+    assert (hits, misses) == (3, 3), "calls 3, 4 and 6 in C++; 5 after the change"

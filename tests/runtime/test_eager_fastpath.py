@@ -1,0 +1,104 @@
+"""The parameter list of the eager C++ path (runtime/cuda/eager_fastpath.py), on CPU.
+
+csrc/eager_fastpath.cpp launches compiled Triton kernels itself, so the parameters it
+passes must be laid out exactly as Triton's own launcher lays them out. These tests
+build the list for small signatures and, where triton is installed, compare it with
+the launcher source Triton generates for the same signature (an independent reference:
+if Triton changes its layout, they fail). The launches themselves are checked on a GPU
+(tests/gpu/test_eager_fastpath.py).
+"""
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from sparsefx.runtime.cuda import eager_fastpath
+from sparsefx.runtime.cuda.eager_fastpath import launch_params
+
+SLOT, FIXED = 0, 1
+
+
+def test_constexprs_are_skipped_and_slots_and_scalars_kept_in_order():
+    table = torch.arange(4, dtype=torch.int32)
+    signature = {"x": "*fp16", "table": "*i32", "n": "i32", "BLOCK": "constexpr",
+                 "stride": "i64", "scale": "fp32", "out": "*fp16", "FLAG": "constexpr"}
+    args = (None, table, 7, 64, 1 << 40, 0.5, None, True)
+    params, keep = launch_params(signature, args, {0: 3, 6: 5})
+    assert params == [(SLOT, 3), (FIXED, table.data_ptr()), (4, 7), (5, 1 << 40),
+                      (10, 0.5), (SLOT, 5), (FIXED, 0), (FIXED, 0)]
+    assert len(keep) == 1 and keep[0] is table
+
+
+@pytest.mark.parametrize("signature, args", [
+    ({"x": "*fp16", "y": "*fp16"}, (None,)),                          # length differs
+    ({"d": "tensordesc<fp16[64, 64]>"}, (object(),)),                 # host descriptor
+    ({"x": "*fp16"}, (3,)),                                           # pointer, no tensor
+    ({"t": ("i32", "i32")}, ((1, 2),)),                               # tuple argument
+    ({"n": "i32"}, ("seven",)),                                       # not a number
+])
+def test_kernels_it_cannot_launch_are_refused(signature, args):
+    assert launch_params(signature, args, {}) is None
+
+
+def test_slots_match_the_kernels_leading_tensors():
+    """The tile kernel's first six tensors and the transpose kernel's two tensors map
+    onto the slots csrc/eager_fastpath.cpp fills per call."""
+    assert eager_fastpath.TILE_KERNEL_SLOTS == {0: 0, 1: 1, 2: 2, 3: 3, 4: 4, 5: 5}
+    assert eager_fastpath.TRANSPOSE_SLOTS == {0: eager_fastpath.SLOT_X_RAW,
+                                             1: eager_fastpath.SLOT_X2}
+
+
+#: the C type of each parameter kind, as Triton's launcher declares it
+_C_TYPE = {SLOT: "CUdeviceptr", FIXED: "CUdeviceptr", 2: "int8_t", 3: "int16_t",
+           4: "int32_t", 5: "int64_t", 6: "uint8_t", 7: "uint16_t", 8: "uint32_t",
+           9: "uint64_t", 10: "uint32_t", 11: "uint64_t"}   # floats: their bit patterns
+
+
+@pytest.mark.parametrize("signature", [
+    {"x": "*fp16", "n": "i32", "C": "constexpr", "y": "*fp32", "s": "i64", "f": "fp32"},
+    {"A": "constexpr", "p": "*bf16", "q": "*i32", "u": "u32", "b": "i1", "d": "fp64",
+     "Z": "constexpr"},
+    {"only": "constexpr"},
+])
+def test_layout_equals_the_triton_launchers(signature):
+    pytest.importorskip("triton")
+    from triton.backends.nvidia.driver import make_launcher
+    src = make_launcher({}, signature, None)
+    order = re.search(r"void \*params\[\] = \{([^}]*)\}", src).group(1)
+    names = [p.strip().lstrip("&") for p in order.split(",") if p.strip()]
+    decl = re.search(r"static void _launch\(([^)]*)\)", src).group(1)
+    types = dict(reversed(part.strip().rsplit(" ", 1)) for part in decl.split(","))
+    args = [None if ty.startswith("*") else (1.5 if ty.startswith("fp") else 3)
+            for ty in signature.values()]
+    slots = {i: 0 for i, ty in enumerate(signature.values()) if ty.startswith("*")}
+    params, _ = launch_params(signature, args, slots)
+    expected = [types[n] for n in names]                # Triton's parameters, in order
+    assert names[-2:] == ["global_scratch", "profile_scratch"]
+    assert [_C_TYPE[kind] for kind, _ in params] == expected
+
+
+def test_nothing_is_active_without_a_gpu():
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU-only answer")
+    assert not eager_fastpath.active()
+    assert eager_fastpath.stats() == (0, 0, 0)
+    eager_fastpath.clear()          # harmless when nothing was installed
+
+
+def test_launch_hooks_keep_layers_off_the_cpp_path(monkeypatch):
+    """Triton's launch hooks (empty chains by default) would not run on the C++ path,
+    so a registered hook keeps new layers on the Python path."""
+    knobs = pytest.importorskip("triton").knobs
+    assert not eager_fastpath._launch_hooks_set()
+
+    def hook(*_):
+        pass
+
+    knobs.runtime.launch_enter_hook.add(hook)
+    try:
+        assert eager_fastpath._launch_hooks_set()
+    finally:
+        knobs.runtime.launch_enter_hook.remove(hook)
+    assert not eager_fastpath._launch_hooks_set()
