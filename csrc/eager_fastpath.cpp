@@ -409,6 +409,31 @@ Step make_step(const py::tuple& spec) {
   return s;
 }
 
+// What every record holds: the layer's tensors (weakly) and the call's device and layout.
+std::shared_ptr<Record> new_record(const at::Tensor& x, const at::Tensor& values,
+                                   const at::Tensor& row_idx, const at::Tensor& row_ptr,
+                                   const at::Tensor& col_map,
+                                   const std::optional<at::Tensor>& bias, bool feature_major) {
+  TORCH_CHECK(x.is_cuda(), "records are for CUDA tensors");
+  auto rec = std::make_shared<Record>();
+  rec->values = weak_of(values);
+  rec->row_idx = weak_of(row_idx);
+  rec->row_ptr = weak_of(row_ptr);
+  rec->col_map = weak_of(col_map);
+  if (bias.has_value()) rec->bias = weak_of(*bias);
+  rec->row_ptr_version = row_ptr._version();
+  rec->col_map_version = col_map._version();
+  rec->device = x.device().index();
+  rec->feature_major = feature_major;
+  return rec;
+}
+
+void store(std::vector<int64_t> key, std::shared_ptr<Record> rec) {
+  std::lock_guard<std::mutex> guard(g_mutex);
+  if (g_records.size() >= kMaxRecords) g_records.clear();
+  g_records[std::move(key)] = std::move(rec);
+}
+
 // Register the launches that run calls like this one (same layer tensors, x shape,
 // strides, dtype, device and epilogue). `steps` run in order on the current stream.
 void register_record(const at::Tensor& x, const at::Tensor& values, const at::Tensor& row_idx,
@@ -417,18 +442,7 @@ void register_record(const at::Tensor& x, const at::Tensor& values, const at::Te
                      const std::string& activation, bool feature_major,
                      std::vector<int64_t> out_shape, int64_t M, int64_t K,
                      std::vector<at::Tensor> keep, const py::list& steps) {
-  TORCH_CHECK(x.is_cuda(), "records are for CUDA tensors");
-  auto rec = std::make_shared<Record>();
-  rec->values = weak_of(values);
-  rec->row_idx = weak_of(row_idx);
-  rec->row_ptr = weak_of(row_ptr);
-  rec->col_map = weak_of(col_map);
-  if (bias.has_value())
-    rec->bias = weak_of(*bias);
-  rec->row_ptr_version = row_ptr._version();
-  rec->col_map_version = col_map._version();
-  rec->device = x.device().index();
-  rec->feature_major = feature_major;
+  auto rec = new_record(x, values, row_idx, row_ptr, col_map, bias, feature_major);
   rec->out_shape = std::move(out_shape);
   rec->M = M;
   rec->K = K;
@@ -447,11 +461,9 @@ void register_record(const at::Tensor& x, const at::Tensor& values, const at::Te
   }
   rec->keep = std::move(keep);
   for (const auto& step : steps) rec->steps.push_back(make_step(step.cast<py::tuple>()));
-  auto key = make_key(x, values, row_idx, row_ptr, col_map, bias, out_features, activation,
-                      feature_major);
-  std::lock_guard<std::mutex> guard(g_mutex);
-  if (g_records.size() >= kMaxRecords) g_records.clear();
-  g_records[std::move(key)] = std::move(rec);
+  store(make_key(x, values, row_idx, row_ptr, col_map, bias, out_features, activation,
+                 feature_major),
+        std::move(rec));
 }
 
 // Register a dense layer: calls like this one run `weight` through ATen (see run_dense).
@@ -460,29 +472,18 @@ void register_dense(const at::Tensor& x, const at::Tensor& values, const at::Ten
                     const std::optional<at::Tensor>& bias, int64_t out_features,
                     const std::string& activation, bool feature_major,
                     const at::Tensor& weight) {
-  TORCH_CHECK(x.is_cuda() && weight.is_cuda(), "records are for CUDA tensors");
+  TORCH_CHECK(weight.is_cuda(), "records are for CUDA tensors");
   static const char* const kActivations[] = {"none", "relu", "gelu", "silu"};
-  auto rec = std::make_shared<Record>();
+  auto rec = new_record(x, values, row_idx, row_ptr, col_map, bias, feature_major);
   rec->activation = -1;
   for (int i = 0; i < 4; ++i)
     if (activation == kActivations[i]) rec->activation = i;
   TORCH_CHECK(rec->activation >= 0, "unknown activation ", activation);
-  rec->values = weak_of(values);
-  rec->row_idx = weak_of(row_idx);
-  rec->row_ptr = weak_of(row_ptr);
-  rec->col_map = weak_of(col_map);
-  if (bias.has_value()) rec->bias = weak_of(*bias);
-  rec->row_ptr_version = row_ptr._version();
-  rec->col_map_version = col_map._version();
   rec->values_version = values._version();
-  rec->device = x.device().index();
-  rec->feature_major = feature_major;
   rec->dense_weight = weak_of(weight);
-  auto key = make_key(x, values, row_idx, row_ptr, col_map, bias, out_features, activation,
-                      feature_major);
-  std::lock_guard<std::mutex> guard(g_mutex);
-  if (g_records.size() >= kMaxRecords) g_records.clear();
-  g_records[std::move(key)] = std::move(rec);
+  store(make_key(x, values, row_idx, row_ptr, col_map, bias, out_features, activation,
+                 feature_major),
+        std::move(rec));
 }
 
 // Drops warnings while the kernel is registered: the op's Python CUDA kernel stays
