@@ -17,7 +17,8 @@ import torch
 from sparsefx_testing import kernel_rel_err as rel_err
 from sparsefx_testing import tile_reference
 
-from test_eager_path import force_config, layer, poisoned_allocator, replay_configs
+from test_eager_path import calls_equal_the_general_path, force_config, layer, \
+    poisoned_allocator, replay_configs
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -59,23 +60,9 @@ def call_mode(mode, args, params=None):
 def test_cpp_calls_equal_the_general_path(fastpath, monkeypatch, kind, feature_major,
                                           dtype):
     dispatch, eager_fastpath = fastpath
-    cfg = replay_configs()[kind]
-    force_config(monkeypatch, dispatch, cfg)
-    packed, (values, row_idx, row_ptr, col_map), bias, gen = layer(
-        21, 320, 200, dtype=dtype, structure="ragged")
-    assert packed.col_map.numel() == 320           # no pruned-away features: registrable
-    N, K, M = 320, 200, 24 if kind == "split" else 131
-    plan = dispatch.get_plan(row_ptr, col_map, N, 64)
-    shape = (K, M) if feature_major else (3, M // 3 if kind == "split" else M, K)
-    for call in range(5):
-        x = torch.randn(shape, generator=gen).to("cuda", dtype)
-        args = (x, values, row_idx, row_ptr, col_map, bias, N, "silu", feature_major)
-        poisoned_allocator(N * x.numel() // K, dtype)
-        with torch.inference_mode():
-            got = torch.ops.sparsefx.tile_linear(*args)
-        general = dispatch.sparse_forward(*args, plan, cfg)
-        assert torch.equal(got, general), call
-        assert rel_err(got, tile_reference(x, packed, bias, "silu", feature_major)) <= TOL
+    plan, _, _ = calls_equal_the_general_path(dispatch, monkeypatch, kind, feature_major,
+                                              dtype, seed=21, calls=5)
+    assert plan.missing is None                    # no pruned-away features: registrable
     hits, _, records = eager_fastpath.stats()
     assert hits == 3 and records == 1, "calls 3-5 must run in C++"
 

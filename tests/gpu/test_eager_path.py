@@ -161,6 +161,31 @@ def replay_configs():
             "split": TileConfig(64, 16, 64, 4, 3, split=4)}
 
 
+def calls_equal_the_general_path(dispatch, monkeypatch, kind, feature_major, dtype, seed,
+                                 calls):
+    """Run ``calls`` eager calls of one ragged layer under the replay config ``kind``
+    (fresh inputs, NaN-poisoned allocator); each output must equal the general path's
+    bit for bit and match the float64 reference. Returns (plan, the last call's first
+    six arguments, the last general-path output)."""
+    cfg = replay_configs()[kind]
+    force_config(monkeypatch, dispatch, cfg)
+    packed, (values, row_idx, row_ptr, col_map), bias, gen = layer(
+        seed, 320, 200, dtype=dtype, structure="ragged")
+    N, K, M = 320, 200, 24 if kind == "split" else 131
+    plan = dispatch.get_plan(row_ptr, col_map, N, 64)
+    shape = (K, M) if feature_major else (3, M // 3 if kind == "split" else M, K)
+    for call in range(calls):
+        x = torch.randn(shape, generator=gen).to("cuda", dtype)
+        args = (x, values, row_idx, row_ptr, col_map, bias, N, "silu", feature_major)
+        poisoned_allocator(N * x.numel() // K, dtype)
+        with torch.inference_mode():
+            got = torch.ops.sparsefx.tile_linear(*args)
+        general = dispatch.sparse_forward(*args, plan, cfg)
+        assert torch.equal(got, general), call
+        assert rel_err(got, tile_reference(x, packed, bias, "silu", feature_major)) <= TOL
+    return plan, args[:6], general
+
+
 @pytest.mark.parametrize("kind", ["grid", "flat", "split"])
 @pytest.mark.parametrize("feature_major", [True, False], ids=["fm", "rm"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
@@ -170,22 +195,8 @@ def test_replayed_calls_equal_the_general_path(fresh_cache, monkeypatch, kind,
     output equals the general path's bit for bit on the same inputs and matches the
     float64 reference, and the runner is really used."""
     dispatch = fresh_cache
-    cfg = replay_configs()[kind]
-    force_config(monkeypatch, dispatch, cfg)
-    packed, (values, row_idx, row_ptr, col_map), bias, gen = layer(
-        11, 320, 200, dtype=dtype, structure="ragged")
-    N, K, M = 320, 200, 24 if kind == "split" else 131
-    plan = dispatch.get_plan(row_ptr, col_map, N, 64)
-    shape = (K, M) if feature_major else (3, M // 3 if kind == "split" else M, K)
-    for call in range(4):
-        x = torch.randn(shape, generator=gen).to("cuda", dtype)
-        args = (x, values, row_idx, row_ptr, col_map, bias, N, "silu", feature_major)
-        poisoned_allocator(N * x.numel() // K, dtype)
-        with torch.inference_mode():
-            got = torch.ops.sparsefx.tile_linear(*args)
-        general = dispatch.sparse_forward(*args, plan, cfg)
-        assert torch.equal(got, general), call
-        assert rel_err(got, tile_reference(x, packed, bias, "silu", feature_major)) <= TOL
+    plan, (x, values, row_idx, _, col_map, bias), general = calls_equal_the_general_path(
+        dispatch, monkeypatch, kind, feature_major, dtype, seed=11, calls=4)
     runners = [r for r in dispatch._runners.values() if r is not None]
     assert len(runners) == 1 and runners[0].plan is plan
     replayed = runners[0](x, values, row_idx, col_map, bias, plan)   # not declined

@@ -102,3 +102,13 @@ def test_launch_hooks_keep_layers_off_the_cpp_path(monkeypatch):
     finally:
         knobs.runtime.launch_enter_hook.remove(hook)
     assert not eager_fastpath._launch_hooks_set()
+
+
+def test_hot_path_skips_offers_once_the_module_is_known_missing(monkeypatch):
+    monkeypatch.setattr(eager_fastpath, "_module", None)
+    monkeypatch.setattr(eager_fastpath, "_tried", False)
+    assert eager_fastpath.may_register()          # not tried yet: the offer builds it
+    monkeypatch.setattr(eager_fastpath, "_tried", True)
+    assert not eager_fastpath.may_register()      # tried, unavailable here
+    monkeypatch.setattr(eager_fastpath, "_module", object())
+    assert eager_fastpath.may_register()

@@ -174,11 +174,7 @@ def _nvcc_version(nvcc: str) -> str:
         raise _Unavailable(f"{nvcc} --version failed: {exc}") from exc
 
 
-def _compile(nvcc, paths, flags, target: Path) -> None:
-    _compile_with(nvcc, paths, flags, target)
-
-
-def _compile_with(compiler, paths, flags, target: Path) -> None:
+def _compile(compiler, paths, flags, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f"{target.name}.tmp{os.getpid()}.so")
     cmd = [compiler, *map(str, paths), *flags, "-o", str(tmp)]
@@ -276,7 +272,7 @@ def _build_and_import(name: str, source: str):
                        sys.version]).encode())
     target = build_dir() / f"{name}-{h.hexdigest()[:16]}{_module_suffix()}"
     if not target.exists():
-        _compile_with(cxx, [path], flags, target)
+        _compile(cxx, [path], flags, target)
     spec = importlib.util.spec_from_file_location(name, target)
     try:
         module = importlib.util.module_from_spec(spec)

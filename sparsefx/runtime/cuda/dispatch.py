@@ -768,6 +768,8 @@ def _offer_to_cpp(fast_key: tuple, dec: Decision, args: tuple,
     it skip Python entirely. Offered again for other tensor objects of the same layer (a
     module's parameters instead of plain tensors, say) or after an in-place change, which
     the C++ records tell apart."""
+    if not eager_fastpath.may_register():
+        return
     x, values, row_idx, row_ptr, col_map, bias, out_features, _, feature_major = args
     key = (fast_key, id(values), id(row_idx), id(row_ptr), id(col_map), id(bias),
            values._version, row_ptr._version, col_map._version)

@@ -21,8 +21,9 @@ module ahead.
 What a record covers (anything else is never registered): a Triton sparse kernel (the
 replay's launch), for row-major layers preceded by the Triton transpose of a contiguous
 x, with no pruned-away output features; or a layer kernel choice runs dense the
-"direct" way (:func:`register_dense`: the same ATen calls on the unpacked weight); no Triton launch hooks (profilers) at registration;
-kernels without global or profile scratch memory. Per call the C++ side checks that the
+"direct" way (:func:`register_dense`: the same ATen calls on the unpacked weight). Not
+while Triton launch hooks (profilers) are installed, and only kernels without global or
+profile scratch memory. Per call the C++ side checks that the
 layer's tensors are the registered ones (same objects, ``row_ptr``/``col_map`` not
 modified in place), the input's shape, strides, dtype and device, the contiguity of the
 packed tensors, and each input's dtype and 16-byte alignment (what Triton specialised
@@ -224,6 +225,12 @@ def active() -> bool:
     return _module is not None
 
 
+def may_register() -> bool:
+    """False once the C++ path was tried and cannot be had here: callers then skip
+    preparing registrations on their (Python) hot path."""
+    return _module is not None or not _tried
+
+
 def why_not() -> Optional[str]:
     """Why the C++ module could not be built or loaded here (None if it was, or was
     never tried)."""
@@ -250,5 +257,6 @@ def reset_stats() -> None:
         _module.reset_stats()
 
 
-__all__ = ["register", "register_dense", "launch_params", "launch_step", "active", "why_not", "clear",
+__all__ = ["register", "register_dense", "launch_params", "launch_step", "active",
+           "may_register", "why_not", "clear",
            "stats", "reset_stats", "MODULE"]
