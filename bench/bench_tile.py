@@ -148,11 +148,14 @@ def fmt_cfg(cfg) -> str:
 def fmt_choice(r) -> str:
     """"sparse", "dense", or for a feature-major layer's other dense variants
     (dispatch.dense_variants) "dense via rm" (row-major cuBLAS and a transpose),
-    "dense mm+bias" (cuBLAS's bare product and a Triton bias pass) or "dense triton"
+    "dense mm+bias" (cuBLAS's bare product and a Triton bias pass), "dense sm90" (the
+    CUTLASS kernel of runtime/cuda/sm90_dense.py) or "dense triton"
     (the dense Triton kernel)."""
     variant = r.get("dense_variant") or "direct"
     if r["choice"] != "dense" or variant == "direct":
         return r["choice"]
+    if variant.startswith("sm90_fm_"):
+        return "dense sm90"
     return {"via_row_major": "dense via rm",
             "mm_epilogue": "dense mm+bias"}.get(variant, "dense triton")
 

@@ -58,7 +58,8 @@ def test_prebuild_reports_every_library(monkeypatch, capsys):
     assert prebuild.main() == 0
     lines = capsys.readouterr().out.splitlines()
     assert sorted(line.split(":")[0] for line in lines) == \
-        ["bias_residual_layernorm", "sparsefx_eager_fastpath", "tile_linear_sm90"]
+        ["bias_residual_layernorm", "dense_fm_sm90", "sparsefx_eager_fastpath",
+         "tile_linear_sm90"]
     assert all("not available: disabled by" in line for line in lines)
     assert prebuild._failed("not available: nvcc failed: error: expected ';'")
     assert not prebuild._failed("not available: no CUDA device")

@@ -38,7 +38,7 @@ def measure(monkeypatch, script, configs=(A, B, C, D), feature_major=False,
     monkeypatch.setattr(dispatch, "_time_ms", timer)
     monkeypatch.setattr(dispatch, "candidate_configs", lambda M, G, fm: list(configs))
     monkeypatch.setattr(dispatch, "dense_variants",
-                        lambda fm, M: fm_variants if fm else ("direct",))
+                        lambda fm, M, K=None: fm_variants if fm else ("direct",))
     row_ptr = torch.tensor([0, 3], dtype=torch.int32)
     col_map = torch.arange(16, dtype=torch.int32)
     plan = build_plan(row_ptr, col_map, 16, 16)

@@ -122,14 +122,22 @@ def load(name: str, sources: Sequence[str], extra_flags: Sequence[str] = (),
         return lib
 
 
+def disabled(name: str) -> Optional[str]:
+    """Why ``$SPARSEFX_DISABLE_CUDA_EXT`` turns library ``name`` off, or ``None``."""
+    value = os.environ.get(DISABLE_ENV, "")
+    if value in ("1", "all") or name in value.split(","):
+        return f"disabled by {DISABLE_ENV}={value}"
+    return None
+
+
 class _Unavailable(RuntimeError):
     """The library cannot be had here; the message says why."""
 
 
 def _build_and_load(name, sources, extra_flags, capability, required_capability):
-    disabled = os.environ.get(DISABLE_ENV, "")
-    if disabled in ("1", "all") or name in disabled.split(","):
-        raise _Unavailable(f"disabled by {DISABLE_ENV}={disabled}")
+    reason = disabled(name)
+    if reason:
+        raise _Unavailable(reason)
     if not torch.cuda.is_available():
         raise _Unavailable("no CUDA device")
     cap = capability or torch.cuda.get_device_capability()
@@ -252,9 +260,9 @@ def torch_module_flags(name: str) -> list[str]:
 
 
 def _build_and_import(name: str, source: str):
-    disabled = os.environ.get(DISABLE_ENV, "")
-    if disabled in ("1", "all") or name in disabled.split(","):
-        raise _Unavailable(f"disabled by {DISABLE_ENV}={disabled}")
+    reason = disabled(name)
+    if reason:
+        raise _Unavailable(reason)
     if not torch.cuda.is_available():
         raise _Unavailable("no CUDA device")
     path = CSRC_DIR / source

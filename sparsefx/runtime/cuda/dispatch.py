@@ -33,7 +33,7 @@ from torch import Tensor
 
 from sparsefx.patterns.tile import unpack_tensors
 from sparsefx.runtime.cuda.plan import TilePlan, get_plan
-from sparsefx.runtime.cuda import eager_fastpath, sm90_tile
+from sparsefx.runtime.cuda import eager_fastpath, sm90_dense, sm90_tile
 from sparsefx.runtime.cuda.triton_tile import TileConfig, num_sms, tile_kernel_launch
 from sparsefx.runtime.cuda.transpose import transpose_2d
 from sparsefx.runtime.cuda.triton_dense import DenseConfig, dense_configs, dense_fm_linear, \
@@ -42,6 +42,7 @@ from sparsefx.runtime.cuda.triton_launch import next_power_of_2
 from sparsefx.runtime.ops import _check_tile_args, _out_shape, apply_activation
 
 #: bump when kernels change so stale on-disk decisions are not reused
+# v13: feature-major layers also time the CUTLASS dense kernel (sm90_dense);
 # v12: kernel choice's final rounds (the fastest sparse configs and dense variants,
 # interleaved, median of three), and the sm90 kernel skips the all-zero 16-row slices
 # of an item's last K-step;
@@ -53,7 +54,7 @@ from sparsefx.runtime.ops import _check_tile_args, _out_shape, apply_activation
 # v7: the grid kernel reads its column blocks from a table (TilePlan.blocks_for);
 # v6: two-pass timing in kernel choice; v5: sm90 producer rework and bulk-store
 # epilogue; v4: sm90 CUDA C++ candidates; v3: CUDA graphs
-KERNEL_VERSION = "tile-triton-v12"
+KERNEL_VERSION = "tile-triton-v13"
 CACHE_ENV = "SPARSEFX_CACHE_DIR"
 _SUPPORTED = (torch.float16, torch.bfloat16)
 
@@ -457,15 +458,26 @@ def dense_weight(values: Tensor, row_idx: Tensor, row_ptr: Tensor, col_map: Tens
 #: 0.68–0.88× (bench/bench_dense_fm.py, NOTES_tile rounds 5, 8 and 9). Feature-major
 #: layers also time the dense Triton kernel of :mod:`triton_dense` (bias and activation
 #: fused), one variant per :func:`triton_dense.dense_configs` entry, named
-#: ``triton_fm_<config>``.
+#: ``triton_fm_<config>``, and on Hopper with the CUTLASS headers installed the CUTLASS
+#: kernel of :mod:`sm90_dense` (bias and activation fused too), one variant per library
+#: configuration, named ``sm90_fm_<config>``.
 DENSE_VARIANTS = ("direct", "via_row_major", "mm_epilogue")
+#: feature-major layers with fewer tokens do not time the CUTLASS kernel: its tiles are
+#: 128 or more tokens wide, and at M = 16 it ran at 0.22–0.41× of ``F.linear``
+#: (bench/NOTES_tile.md round 15)
+SM90_DENSE_MIN_M = 256
 
 
-def dense_variants(feature_major: bool, M: int) -> tuple[str, ...]:
-    """The dense variants kernel choice times for a layer of this layout and M."""
+def dense_variants(feature_major: bool, M: int, K: Optional[int] = None) -> tuple[str, ...]:
+    """The dense variants kernel choice times for a layer of this layout, M and (when
+    given) K."""
     if not feature_major:
         return DENSE_VARIANTS[:1]
-    return DENSE_VARIANTS + tuple(c.name for c in dense_configs(M))
+    variants = DENSE_VARIANTS + tuple(c.name for c in dense_configs(M))
+    if M >= SM90_DENSE_MIN_M and sm90_dense.supports(M, K or 8) and sm90_dense.available():
+        variants += tuple(sm90_dense.VARIANT_PREFIX + name
+                          for name in sm90_dense.config_names())
+    return variants
 
 
 def dense_forward(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor,
@@ -482,6 +494,9 @@ def dense_forward(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor,
         return transpose_2d(apply_activation(F.linear(x.t(), w, b), activation))
     if variant == "mm_epilogue":
         return mm_then_epilogue(x, w, b, activation)
+    if variant.startswith(sm90_dense.VARIANT_PREFIX):
+        return sm90_dense.dense_fm_linear_sm90(x, w, b, activation,
+                                               variant[len(sm90_dense.VARIANT_PREFIX):])
     if variant != "direct":
         return dense_fm_linear(x, w, b, activation, DenseConfig.from_name(variant))
     y = w @ x if b is None else torch.addmm(b[:, None], w, x)
@@ -627,7 +642,7 @@ def _measure(x, values, row_idx, row_ptr, col_map, bias, out_features, activatio
     # variant at 849 µs, kept it, and it then ran at 1003 µs where the Triton variant
     # runs at about 880 (bench/NOTES_tile.md round 11)
     _time_ms(lambda: dense_forward(*args, "direct"))
-    dense_times = _screen(dense_variants(feature_major, shape["M"]), time_dense)
+    dense_times = _screen(dense_variants(feature_major, shape["M"], shape.get("K")), time_dense)
     workspaces = plan.workspace_keys()
     configs = [cfg for cfg in candidate_configs(shape["M"], plan.G, feature_major)
                if not cfg.split or _split_worth_timing(plan, cfg, shape["M"], x.device)]

@@ -2,7 +2,8 @@
 
 Why: the first call that needs a library in ``csrc/`` compiles it with nvcc (the Hopper
 tile kernel takes about a minute; the eager C++ path of ``tile_linear``, built with the
-C++ compiler against the running torch, tens of seconds), which stalls that call and makes a CUDA-graph capture
+C++ compiler against the running torch, tens of seconds; the CUTLASS dense GEMM a few
+minutes), which stalls that call and makes a CUDA-graph capture
 or a latency measurement taken right after it misleading. Run this once per machine
 (the result is cached under ``$SPARSEFX_CACHE_DIR/build/``)::
 
@@ -24,8 +25,9 @@ from sparsefx.runtime.cuda import build
 def _libraries() -> dict[str, Callable]:
     """Library name -> the loader its runtime module uses (declares the signatures)."""
     from sparsefx.runtime import norm_cuda
-    from sparsefx.runtime.cuda import eager_fastpath, sm90_tile
+    from sparsefx.runtime.cuda import eager_fastpath, sm90_dense, sm90_tile
     return {sm90_tile.LIB_NAME: sm90_tile.library, norm_cuda.LIB_NAME: norm_cuda.load_library,
+            sm90_dense.LIB_NAME: sm90_dense.library,
             eager_fastpath.MODULE: lambda: build.load_torch_module(eager_fastpath.MODULE,
                                                                    eager_fastpath.SOURCE)}
 
@@ -40,8 +42,14 @@ def prebuild() -> dict[str, str]:
             where = getattr(lib, "_name", None) or getattr(lib, "__file__", "")
             status[name] = f"ok ({time.perf_counter() - start:.1f} s): {where}"
         else:
-            status[name] = f"not available: {build.why_not(name)}"
+            status[name] = f"not available: {_why_not(name)}"
     return status
+
+
+def _why_not(name: str) -> str:
+    from sparsefx.runtime.cuda import sm90_dense
+    return (sm90_dense.why_not() if name == sm90_dense.LIB_NAME else build.why_not(name)) \
+        or "unknown"
 
 
 def _failed(line: str) -> bool:
@@ -49,7 +57,7 @@ def _failed(line: str) -> bool:
     simply this machine's (no GPU, no nvcc, other architecture, disabled)."""
     skipped = ("no CUDA device", "nvcc not found", "compute capability", "disabled by",
                "sources not found", "source not found", "no C++ compiler",
-               "CUDA headers")
+               "CUDA headers", "CUTLASS headers not found")
     return not line.startswith("ok") and not any(s in line for s in skipped)
 
 
