@@ -474,7 +474,8 @@ def dense_variants(feature_major: bool, M: int, K: Optional[int] = None) -> tupl
     if not feature_major:
         return DENSE_VARIANTS[:1]
     variants = DENSE_VARIANTS + tuple(c.name for c in dense_configs(M))
-    if M >= SM90_DENSE_MIN_M and sm90_dense.supports(M, K or 8) and sm90_dense.available():
+    if M >= SM90_DENSE_MIN_M and sm90_dense.supports(M, 8 if K is None else K) \
+            and sm90_dense.available():
         variants += tuple(sm90_dense.VARIANT_PREFIX + name
                           for name in sm90_dense.config_names())
     return variants

@@ -90,10 +90,10 @@ def library() -> Optional[ctypes.CDLL]:
             f"CUTLASS headers not found (pip install nvidia-cutlass, or set {CUTLASS_ENV} "
             "to a CUTLASS checkout)")
         return None
+    _no_headers = None
     lib = build.load(LIB_NAME, SOURCES, extra_flags=flags, required_capability=(9, 0))
-    if lib is not None and not getattr(lib, "_sfx_configured", False):
+    if lib is not None and not hasattr(lib, "sfx_config_names"):
         _configure(lib)
-        lib._sfx_configured = True
     return lib
 
 
@@ -116,6 +116,9 @@ def _configure(lib: ctypes.CDLL) -> None:
     lib.sfx_dense_fm_sm90_config_name.restype = ctypes.c_char_p
     lib.sfx_dense_fm_sm90_error.argtypes = [i]
     lib.sfx_dense_fm_sm90_error.restype = ctypes.c_char_p
+    # read once: the names are also the variant names kernel choice stores
+    lib.sfx_config_names = tuple(lib.sfx_dense_fm_sm90_config_name(k).decode()
+                                 for k in range(lib.sfx_dense_fm_sm90_config_count()))
 
 
 def available() -> bool:
@@ -132,14 +135,10 @@ def why_not() -> Optional[str]:
     return build.why_not(LIB_NAME) or _no_headers
 
 
-@functools.lru_cache(maxsize=None)
 def config_names() -> tuple[str, ...]:
     """The library's configurations, in index order (empty when unavailable)."""
     lib = library()
-    if lib is None:
-        return ()
-    return tuple(lib.sfx_dense_fm_sm90_config_name(i).decode()
-                 for i in range(lib.sfx_dense_fm_sm90_config_count()))
+    return () if lib is None else lib.sfx_config_names
 
 
 def supports(M: int, K: int) -> bool:
