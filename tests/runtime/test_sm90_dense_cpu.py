@@ -9,9 +9,14 @@ import re
 import pytest
 import torch
 
-pytest.importorskip("triton")
+from sparsefx.runtime.cuda import build, sm90_dense
 
-from sparsefx.runtime.cuda import build, dispatch, sm90_dense  # noqa: E402
+
+def dispatch_module():
+    """Kernel choice's module (it needs triton; the tests using it skip without)."""
+    pytest.importorskip("triton")
+    from sparsefx.runtime.cuda import dispatch
+    return dispatch
 
 
 def fake_cutlass(root, version=(3, 5, 1)):
@@ -62,6 +67,7 @@ def test_without_a_gpu_it_is_unavailable_and_says_why():
 
 
 def test_kernel_choice_lists_one_variant_per_configuration(monkeypatch):
+    dispatch = dispatch_module()
     monkeypatch.setattr(sm90_dense, "available", lambda: True)
     monkeypatch.setattr(sm90_dense, "config_names", lambda: ("128x256x64/coop", "b"))
     listed = dispatch.dense_variants(True, 4096, 768)
@@ -78,6 +84,7 @@ def test_kernel_choice_lists_one_variant_per_configuration(monkeypatch):
 def test_dense_forward_routes_the_variant_to_the_cutlass_kernel(monkeypatch):
     """The configuration name after the prefix reaches the launcher, with the unpacked
     weight, the bias in x's dtype and the activation."""
+    dispatch = dispatch_module()
     calls = []
 
     def fake(x, w, b, activation, config):
