@@ -1,10 +1,15 @@
 """Eager cost of each feature-major dense variant (round 8): host µs per call
 (back-to-back calls, bench/profile_host.per_call_us) and eager do_bench median of the
 op after kernel choice, repeated, at 4096×768→768 and 16×4096→4096, fp16, 0% sparsity.
+Round 15 added the op's host cost under ``inference_mode`` (the C++ eager path once a
+layer is registered) with the layer forced to the "direct" variant and to the first
+CUTLASS variant (``sm90_fm_*``, where available).
 
     PYTHONPATH=. python bench/probe_dense_host.py
 """
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +40,7 @@ def main():
         op = lambda: torch.ops.sparsefx.tile_linear(*args)  # noqa: E731
         cells = [f"choice {dec.choice}/{dec.dense_variant}"]
         cells.append(f"F.linear host {per_call_us(lambda: F.linear(x_rm, w16, bias), 2000):.1f}")
-        for variant in dispatch.dense_variants(True, M):
+        for variant in dispatch.dense_variants(True, M, K):
             fn = lambda v=variant: dispatch.dense_forward(*args, v)  # noqa: E731
             cells.append(f"{variant} host {per_call_us(fn, 2000):.1f}")
         with torch.no_grad():
@@ -44,6 +49,16 @@ def main():
         dense = [do_bench(lambda: F.linear(x_rm, w16, bias), return_mode='median') * 1e3
                  for _ in range(3)]
         cells.append("op eager " + "/".join(f"{t:.1f}" for t in eager))
+        cutlass = [v for v in dispatch.dense_variants(True, M, K) if v.startswith("sm90_fm_")]
+        for variant in ["direct"] + cutlass[:1]:
+            # the same layer, kept dense by `variant`: calls 1-2 take Python (the second
+            # registers the layer with the C++ path), the rest run in C++
+            dispatch._memory[dec.key] = dataclasses.replace(dec, choice="dense",
+                                                            dense_variant=variant)
+            dispatch._forget_fast_paths()
+            with torch.inference_mode():
+                cells.append(f"op inference_mode forced {variant} host "
+                             f"{per_call_us(op, 2000):.1f}")
         cells.append("F.linear eager " + "/".join(f"{t:.1f}" for t in dense))
         print(f"| {M}×{K}→{N} | " + " | ".join(cells) + " |", flush=True)
 

@@ -13,7 +13,9 @@
 // fallback), which decides, runs and, from a layer's second call on, registers records.
 // A layer that kernel choice runs dense ("direct": cuBLAS through at::linear, or
 // at::addmm for feature-major tensors) gets a record too: the same ATen calls on the
-// unpacked weight that the Python path keeps.
+// unpacked weight that the Python path keeps; a feature-major layer it runs on the
+// CUTLASS kernel (csrc/dense_fm_sm90.cu) calls that library's entry point, whose
+// address Python passes in.
 //
 // What a record may assume (Python checks it before registering, see
 // sparsefx/runtime/cuda/eager_fastpath.py): Triton kernels only, no launch hooks, no
@@ -111,6 +113,17 @@ struct Expect {  // what the kernels were specialised on, per input slot
   bool aligned16;
 };
 
+// The CUTLASS dense kernel's C entry point, sfx_dense_fm_sm90 (csrc/dense_fm_sm90.cu):
+// (config, dtype, activation, w, x, bias, y, N, K, M, workspace, workspace bytes,
+// SM count, stream) -> 0 or an error code.
+using DenseFmSm90 = int (*)(int, int, int, const void*, const void*, const void*, void*,
+                            int, int, int, void*, unsigned long long, int, void*);
+
+struct NativeDense {
+  DenseFmSm90 entry = nullptr;          // null: the record runs ATen
+  int config = 0, dtype = 0, sm_count = 0;
+};
+
 // A weak reference keeps a TensorImpl's memory (not its data) allocated, so while a
 // record lives no other tensor can take the address that keys it.
 using WeakImpl = c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>;
@@ -131,6 +144,7 @@ struct Record {
   std::optional<WeakImpl> dense_weight;
   int64_t values_version = 0;
   int activation = 0;                    // 0 none, 1 relu, 2 gelu, 3 silu
+  NativeDense native;                    // feature-major dense on the CUTLASS kernel
 };
 
 struct KeyHash {
@@ -262,6 +276,29 @@ void launch_step(const Step& s, const at::Tensor* const slots[kNumSlots], CUstre
   }
 }
 
+bool contiguous_aligned(const at::Tensor& t) {
+  return t.is_contiguous() && reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
+}
+
+// A dense record on the CUTLASS kernel: dispatch.dense_forward's sm90_fm_<config>
+// variant without Python (sm90_dense.dense_fm_linear_sm90 would copy an input that is
+// not contiguous and 16-byte aligned; such a call takes the Python path instead).
+at::Tensor run_native_dense(const Record& r, const at::Tensor& w, const at::Tensor& x,
+                            const std::optional<at::Tensor>& bias) {
+  if (!contiguous_aligned(x) || !contiguous_aligned(w) ||
+      (bias.has_value() && !contiguous_aligned(*bias)))
+    return at::Tensor();
+  const int64_t N = w.size(0), K = w.size(1), M = x.size(1);
+  at::Tensor y = at::empty({N, M}, x.options());
+  CUstream stream = c10::cuda::getCurrentCUDAStream(r.device).stream();
+  const int rc = r.native.entry(r.native.config, r.native.dtype, r.activation,
+                                w.data_ptr(), x.data_ptr(),
+                                bias.has_value() ? bias->data_ptr() : nullptr, y.data_ptr(),
+                                static_cast<int>(N), static_cast<int>(K),
+                                static_cast<int>(M), nullptr, 0, r.native.sm_count, stream);
+  return rc == 0 ? y : at::Tensor();   // refused before launching: Python says why
+}
+
 // A dense record: what dispatch.dense_forward's "direct" variant runs, in ATen.
 at::Tensor run_dense(const Record& r, const at::Tensor& x, const at::Tensor& values,
                      const std::optional<at::Tensor>& bias, bool feature_major) {
@@ -272,6 +309,7 @@ at::Tensor run_dense(const Record& r, const at::Tensor& x, const at::Tensor& val
   if (w.scalar_type() != x.scalar_type() ||
       (bias.has_value() && bias->scalar_type() != x.scalar_type()))
     return at::Tensor();
+  if (r.native.entry != nullptr) return run_native_dense(r, w, x, bias);
   at::Tensor y;
   if (feature_major)
     y = bias.has_value() ? at::addmm(bias->unsqueeze(1), w, x) : at::mm(w, x);
@@ -466,13 +504,18 @@ void register_record(const at::Tensor& x, const at::Tensor& values, const at::Te
         std::move(rec));
 }
 
-// Register a dense layer: calls like this one run `weight` through ATen (see run_dense).
+// Register a dense layer: calls like this one run `weight` through ATen, or with
+// `native_entry` set (the address of sfx_dense_fm_sm90) through the CUTLASS kernel's
+// configuration `native_config` (see run_dense).
 void register_dense(const at::Tensor& x, const at::Tensor& values, const at::Tensor& row_idx,
                     const at::Tensor& row_ptr, const at::Tensor& col_map,
                     const std::optional<at::Tensor>& bias, int64_t out_features,
                     const std::string& activation, bool feature_major,
-                    const at::Tensor& weight) {
+                    const at::Tensor& weight, uint64_t native_entry, int native_config,
+                    int native_dtype, int native_sm_count) {
   TORCH_CHECK(weight.is_cuda(), "records are for CUDA tensors");
+  TORCH_CHECK(native_entry == 0 || (feature_major && weight.dim() == 2 && x.dim() == 2),
+              "the CUTLASS dense kernel runs feature-major [K, M] inputs only");
   static const char* const kActivations[] = {"none", "relu", "gelu", "silu"};
   auto rec = new_record(x, values, row_idx, row_ptr, col_map, bias, feature_major);
   rec->activation = -1;
@@ -481,6 +524,10 @@ void register_dense(const at::Tensor& x, const at::Tensor& values, const at::Ten
   TORCH_CHECK(rec->activation >= 0, "unknown activation ", activation);
   rec->values_version = values._version();
   rec->dense_weight = weak_of(weight);
+  rec->native.entry = reinterpret_cast<DenseFmSm90>(native_entry);
+  rec->native.config = native_config;
+  rec->native.dtype = native_dtype;
+  rec->native.sm_count = native_sm_count;
   store(make_key(x, values, row_idx, row_ptr, col_map, bias, out_features, activation,
                  feature_major),
         std::move(rec));
@@ -523,7 +570,11 @@ PYBIND11_MODULE(sparsefx_eager_fastpath, m) {
         py::arg("col_map"), py::arg("bias"), py::arg("out_features"),
         py::arg("activation") = "none", py::arg("feature_major") = false);
   m.def("register_record", &register_record);
-  m.def("register_dense", &register_dense);
+  m.def("register_dense", &register_dense, py::arg("x"), py::arg("values"),
+        py::arg("row_idx"), py::arg("row_ptr"), py::arg("col_map"), py::arg("bias"),
+        py::arg("out_features"), py::arg("activation"), py::arg("feature_major"),
+        py::arg("weight"), py::arg("native_entry") = 0, py::arg("native_config") = 0,
+        py::arg("native_dtype") = 0, py::arg("native_sm_count") = 0);
   m.def("clear", [] {
     std::lock_guard<std::mutex> guard(g_mutex);
     g_records.clear();

@@ -190,14 +190,15 @@ def test_defaults_left_out_by_the_caller(fastpath, monkeypatch):
     assert eager_fastpath.stats()[0] == 2
 
 
-def force_dense(monkeypatch, dispatch):
-    """Kernel choice that keeps every layer dense ("direct") without timing."""
+def force_dense(monkeypatch, dispatch, variant="direct"):
+    """Kernel choice that keeps every layer dense (by ``variant``) without timing."""
     def choose(x, values, row_idx, row_ptr, col_map, bias, out_features, activation,
                feature_major, **_):
         plan = dispatch.get_plan(row_ptr, col_map, out_features, values.shape[1])
         key, shape = dispatch._key_and_shape(x, values, plan, bias, out_features,
                                              activation, feature_major)
-        dec = dispatch.Decision(key, "dense", 2.0, 1.0, replay_configs()["grid"], shape)
+        dec = dispatch.Decision(key, "dense", 2.0, 1.0, replay_configs()["grid"], shape,
+                                dense_variant=variant)
         dispatch._memory[key] = dec
         return dec
     monkeypatch.setattr(dispatch, "decide", choose)
@@ -230,3 +231,39 @@ def test_dense_layers_run_in_cpp(fastpath, monkeypatch, feature_major, activatio
                                            feature_major)) <= TOL
     hits, misses, _ = eager_fastpath.stats()
     assert (hits, misses) == (3, 3), "calls 3, 4 and 6 in C++; 5 after the change"
+
+
+@pytest.mark.parametrize("activation", ["none", "gelu"])
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no_bias"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_cutlass_dense_layers_run_in_cpp(fastpath, monkeypatch, activation, with_bias,
+                                         dtype):
+    """A feature-major layer kernel choice runs on the CUTLASS dense kernel: from its
+    third call on C++ calls the library itself, bit for bit the Python path's numbers;
+    a misaligned x and an in-place change of the weights take Python (right numbers),
+    then the layer is registered anew."""
+    from sparsefx.runtime.cuda import sm90_dense
+    if not sm90_dense.available():
+        pytest.skip(f"CUTLASS dense kernel unavailable: {sm90_dense.why_not()}")
+    dispatch, eager_fastpath = fastpath
+    variant = sm90_dense.VARIANT_PREFIX + sm90_dense.config_names()[0]
+    force_dense(monkeypatch, dispatch, variant)
+    packed, (values, row_idx, row_ptr, col_map), bias, gen = layer(
+        31, 256, 192, dtype=dtype, structure="uneven")
+    bias = bias if with_bias else None
+    for call in range(7):
+        if call == 5:
+            values.mul_(0.5)
+            packed.values.mul_(0.5)
+        x = torch.randn(192, 72, generator=gen).to("cuda", dtype)
+        if call == 3:                              # same shape and strides, 2 bytes off
+            store = torch.empty(x.numel() + 1, dtype=dtype, device="cuda")
+            store[1:] = x.flatten()
+            x = store[1:].view(192, 72)
+        args = (x, values, row_idx, row_ptr, col_map, bias, 256, activation, True)
+        with torch.inference_mode():
+            got = torch.ops.sparsefx.tile_linear(*args)
+        assert torch.equal(got, dispatch.dense_forward(*args, variant)), call
+        assert rel_err(got, tile_reference(x, packed, bias, activation, True)) <= TOL
+    hits, misses, _ = eager_fastpath.stats()
+    assert (hits, misses) == (3, 4), "calls 3, 5 and 7 in C++; 4 misaligned, 6 changed"

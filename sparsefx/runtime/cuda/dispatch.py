@@ -780,13 +780,14 @@ def _offer_to_cpp(fast_key: tuple, dec: Decision, args: tuple,
                   runner: Optional[_EagerRunner]) -> None:
     """Register calls like ``args`` with the C++ eager path (runtime/cuda/eager_fastpath),
     once per layer tensors and their versions: a replayable Triton sparse layer by its
-    runner, a layer run dense the "direct" way by its unpacked weight. Later calls like
+    runner, a layer run dense (the "direct" way, or on the CUTLASS kernel) by its
+    unpacked weight. Later calls like
     it skip Python entirely. Offered again for other tensor objects of the same layer (a
     module's parameters instead of plain tensors, say) or after an in-place change, which
     the C++ records tell apart."""
     if not eager_fastpath.may_register():
         return
-    x, values, row_idx, row_ptr, col_map, bias, out_features, _, feature_major = args
+    x, values, row_idx, row_ptr, col_map, bias, out_features, activation, feature_major = args
     key = (fast_key, id(values), id(row_idx), id(row_ptr), id(col_map), id(bias),
            values._version, row_ptr._version, col_map._version)
     if key in _cpp_offers or torch.cuda.is_current_stream_capturing():
@@ -796,10 +797,18 @@ def _offer_to_cpp(fast_key: tuple, dec: Decision, args: tuple,
     _cpp_offers[key] = None
     if runner is not None:
         eager_fastpath.register(args, runner)
-    elif (dec.choice == "dense" or dec.config is None) and dec.dense_variant == "direct":
+    elif (dec.choice == "dense" or dec.config is None) and (
+            dec.dense_variant == "direct"
+            or dec.dense_variant.startswith(sm90_dense.VARIANT_PREFIX)):
         K = x.shape[0] if feature_major else x.shape[-1]
-        eager_fastpath.register_dense(args, dense_weight(values, row_idx, row_ptr, col_map,
-                                                         out_features, K, x.dtype))
+        weight = dense_weight(values, row_idx, row_ptr, col_map, out_features, K, x.dtype)
+        native = None
+        if dec.dense_variant != "direct":      # the CUTLASS kernel, called from C++
+            native = sm90_dense.native_entry(
+                dec.dense_variant[len(sm90_dense.VARIANT_PREFIX):], x, weight, activation)
+            if native is None:
+                return
+        eager_fastpath.register_dense(args, weight, native)
 
 
 def _run(dec: Decision, args: tuple, plan: TilePlan) -> Tensor:

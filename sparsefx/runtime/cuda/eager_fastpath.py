@@ -162,19 +162,22 @@ def register(args: tuple, runner) -> bool:
     return True
 
 
-def register_dense(args: tuple, weight: torch.Tensor) -> bool:
-    """Register a layer that kernel choice runs dense the "direct" way
-    (``dispatch.dense_forward``: ``F.linear``, or ``addmm`` on feature-major tensors) on
-    its unpacked ``weight`` (kept by ``dispatch.dense_weight``'s cache, which the record
-    only refers to). Returns whether calls like ``args`` now run in C++."""
+def register_dense(args: tuple, weight: torch.Tensor,
+                   native: Optional[tuple[int, int, int, int]] = None) -> bool:
+    """Register a layer that kernel choice runs dense on its unpacked ``weight`` (kept
+    by ``dispatch.dense_weight``'s cache, which the record only refers to): the
+    "direct" way (``dispatch.dense_forward``: ``F.linear``, or ``addmm`` on
+    feature-major tensors), or with ``native`` (:func:`sm90_dense.native_entry`) on the
+    CUTLASS kernel. Returns whether calls like ``args`` now run in C++."""
     x, values, row_idx, row_ptr, col_map, bias, out_features, activation, fm = args
     if weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
         return False
     module = _installed_module()
     if module is None:
         return False
+    entry, config, dtype, sms = native or (0, 0, 0, 0)
     module.register_dense(x, values, row_idx, row_ptr, col_map, bias, out_features,
-                          activation, fm, weight)
+                          activation, fm, weight, entry, config, dtype, sms)
     return True
 
 

@@ -201,6 +201,27 @@ def dense_fm_linear_sm90(x: Tensor, weight: Tensor, bias: Optional[Tensor], acti
     return out
 
 
+def native_entry(config: str, x: Tensor, weight: Tensor, activation: str) \
+        -> Optional[tuple[int, int, int, int]]:
+    """What the C++ eager path (csrc/eager_fastpath.cpp) needs to run this call itself:
+    (address of ``sfx_dense_fm_sm90``, configuration index, dtype code, SM count); None
+    when the library is not loaded, the call does not fit the kernels, or the
+    configuration would need a workspace (which only this module allocates)."""
+    lib = library()
+    names = config_names()
+    if lib is None or config not in names or x.dtype not in DTYPE_CODES \
+            or weight.dtype != x.dtype or activation not in ACT_CODES or x.dim() != 2 \
+            or not supports(x.shape[1], x.shape[0]):
+        return None
+    device = x.device.index if x.device.index is not None else torch.cuda.current_device()
+    index, dtype, sms = names.index(config), DTYPE_CODES[x.dtype], _sm_count(device)
+    K, M = x.shape
+    if _workspace_bytes(index, dtype, ACT_CODES[activation], weight.shape[0], K, M, sms):
+        return None
+    entry = ctypes.cast(lib.sfx_dense_fm_sm90, ctypes.c_void_p).value
+    return entry, index, dtype, sms
+
+
 @functools.lru_cache(maxsize=256)
 def _workspace_bytes(index: int, dtype: int, act: int, N: int, K: int, M: int,
                      sms: int) -> int:
@@ -220,4 +241,4 @@ def _check(lib: ctypes.CDLL, code: int) -> None:
 
 
 __all__ = ["available", "why_not", "config_names", "supports", "dense_fm_linear_sm90",
-           "library", "extra_flags", "cutlass_root", "VARIANT_PREFIX"]
+           "native_entry", "library", "extra_flags", "cutlass_root", "VARIANT_PREFIX"]
