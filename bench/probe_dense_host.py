@@ -3,7 +3,8 @@
 op after kernel choice, repeated, at 4096×768→768 and 16×4096→4096, fp16, 0% sparsity.
 Round 15 added the op's host cost under ``inference_mode`` (the C++ eager path once a
 layer is registered) with the layer forced to the "direct" variant and to the first
-CUTLASS variant (``sm90_fm_*``, where available).
+CUTLASS variant (``sm90_fm_*``, where available); round 16 the pointer-load dense Triton
+variants (``triton_fm_*`` without ``_tma``), which now get C++ records too.
 
     PYTHONPATH=. python bench/probe_dense_host.py
 """
@@ -39,7 +40,10 @@ def main():
         dec = dispatch.decide(*args)
         op = lambda: torch.ops.sparsefx.tile_linear(*args)  # noqa: E731
         cells = [f"choice {dec.choice}/{dec.dense_variant}"]
-        cells.append(f"F.linear host {per_call_us(lambda: F.linear(x_rm, w16, bias), 2000):.1f}")
+        linear = lambda: F.linear(x_rm, w16, bias)  # noqa: E731
+        cells.append(f"F.linear host {per_call_us(linear, 2000):.1f}")
+        with torch.inference_mode():
+            cells.append(f"F.linear inference_mode host {per_call_us(linear, 2000):.1f}")
         for variant in dispatch.dense_variants(True, M, K):
             fn = lambda v=variant: dispatch.dense_forward(*args, v)  # noqa: E731
             cells.append(f"{variant} host {per_call_us(fn, 2000):.1f}")
@@ -50,7 +54,9 @@ def main():
                  for _ in range(3)]
         cells.append("op eager " + "/".join(f"{t:.1f}" for t in eager))
         cutlass = [v for v in dispatch.dense_variants(True, M, K) if v.startswith("sm90_fm_")]
-        for variant in ["direct"] + cutlass[:1]:
+        triton_ptr = [v for v in dispatch.dense_variants(True, M, K)
+                      if v.startswith("triton_fm_") and "_tma" not in v]
+        for variant in ["direct"] + cutlass[:1] + triton_ptr:
             # the same layer, kept dense by `variant`: calls 1-2 take Python (the second
             # registers the layer with the C++ path), the rest run in C++
             dispatch._memory[dec.key] = dataclasses.replace(dec, choice="dense",

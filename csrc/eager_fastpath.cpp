@@ -89,7 +89,8 @@ enum Slot : int {
   kBiasOrValues = 4,  // the bias, or values again when there is none (never read then)
   kOut = 5,
   kXRaw = 6,       // x itself, as the transpose kernel reads it (row-major layers)
-  kNumSlots = 7,
+  kWeight = 7,     // a dense record's unpacked weight (the dense Triton kernel reads it)
+  kNumSlots = 8,
 };
 
 // Parameter kinds, as eager_fastpath.py encodes them.
@@ -299,6 +300,22 @@ at::Tensor run_native_dense(const Record& r, const at::Tensor& w, const at::Tens
   return rc == 0 ? y : at::Tensor();   // refused before launching: Python says why
 }
 
+// A dense record on the dense Triton kernel (a pointer-load configuration of
+// runtime/cuda/triton_dense.py): its one launch, with the tensors checked as a sparse
+// record checks them (dtype and 16-byte alignment, what Triton specialised on).
+at::Tensor run_triton_dense(const Record& r, const at::Tensor& w, const at::Tensor& x,
+                            const at::Tensor& values, const std::optional<at::Tensor>& bias) {
+  at::Tensor out = at::empty({w.size(0), x.size(1)}, x.options());
+  const at::Tensor& bias_or_values = bias.has_value() ? *bias : values;
+  const at::Tensor* slots[kNumSlots] = {&x, &values, &values, &values, &bias_or_values,
+                                        &out, &x, &w};
+  for (int i = 0; i < kNumSlots; ++i)
+    if (r.checked[i] && !matches(r.expect[i], *slots[i])) return at::Tensor();
+  CUstream stream = c10::cuda::getCurrentCUDAStream(r.device).stream();
+  for (const Step& s : r.steps) launch_step(s, slots, stream);
+  return out;
+}
+
 // A dense record: what dispatch.dense_forward's "direct" variant runs, in ATen.
 at::Tensor run_dense(const Record& r, const at::Tensor& x, const at::Tensor& values,
                      const std::optional<at::Tensor>& bias, bool feature_major) {
@@ -310,6 +327,7 @@ at::Tensor run_dense(const Record& r, const at::Tensor& x, const at::Tensor& val
       (bias.has_value() && bias->scalar_type() != x.scalar_type()))
     return at::Tensor();
   if (r.native.entry != nullptr) return run_native_dense(r, w, x, bias);
+  if (!r.steps.empty()) return run_triton_dense(r, w, x, values, bias);
   at::Tensor y;
   if (feature_major)
     y = bias.has_value() ? at::addmm(bias->unsqueeze(1), w, x) : at::mm(w, x);
@@ -504,18 +522,24 @@ void register_record(const at::Tensor& x, const at::Tensor& values, const at::Te
         std::move(rec));
 }
 
-// Register a dense layer: calls like this one run `weight` through ATen, or with
+// Register a dense layer: calls like this one run `weight` through ATen; with
 // `native_entry` set (the address of sfx_dense_fm_sm90) through the CUTLASS kernel's
-// configuration `native_config` (see run_dense).
+// configuration `native_config`; with `steps` (one launch of the dense Triton kernel,
+// its tensors in the slots x2, bias-or-values / weight, out and weight) through that
+// kernel (see run_dense).
 void register_dense(const at::Tensor& x, const at::Tensor& values, const at::Tensor& row_idx,
                     const at::Tensor& row_ptr, const at::Tensor& col_map,
                     const std::optional<at::Tensor>& bias, int64_t out_features,
                     const std::string& activation, bool feature_major,
                     const at::Tensor& weight, uint64_t native_entry, int native_config,
-                    int native_dtype, int native_sm_count) {
+                    int native_dtype, int native_sm_count, std::vector<at::Tensor> keep,
+                    const py::list& steps) {
   TORCH_CHECK(weight.is_cuda(), "records are for CUDA tensors");
-  TORCH_CHECK(native_entry == 0 || (feature_major && weight.dim() == 2 && x.dim() == 2),
-              "the CUTLASS dense kernel runs feature-major [K, M] inputs only");
+  TORCH_CHECK((native_entry == 0 && steps.size() == 0) ||
+                  (feature_major && weight.dim() == 2 && x.dim() == 2),
+              "the CUTLASS and Triton dense kernels run feature-major [K, M] inputs only");
+  TORCH_CHECK(native_entry == 0 || steps.size() == 0,
+              "a dense record runs either the CUTLASS kernel or Triton launches");
   static const char* const kActivations[] = {"none", "relu", "gelu", "silu"};
   auto rec = new_record(x, values, row_idx, row_ptr, col_map, bias, feature_major);
   rec->activation = -1;
@@ -528,6 +552,18 @@ void register_dense(const at::Tensor& x, const at::Tensor& values, const at::Ten
   rec->native.config = native_config;
   rec->native.dtype = native_dtype;
   rec->native.sm_count = native_sm_count;
+  if (steps.size() > 0) {   // what the Triton kernel was specialised on, per input
+    const at::Tensor& bias_or_values = bias.has_value() ? *bias : values;
+    const at::Tensor* inputs[] = {&x, &bias_or_values, &weight};
+    const int input_slots[] = {kX2, kBiasOrValues, kWeight};
+    for (int i = 0; i < 3; ++i) {
+      rec->expect[input_slots[i]] = {inputs[i]->scalar_type(),
+                                     reinterpret_cast<uintptr_t>(inputs[i]->data_ptr()) % 16 == 0};
+      rec->checked[input_slots[i]] = true;
+    }
+    rec->keep = std::move(keep);
+    for (const auto& step : steps) rec->steps.push_back(make_step(step.cast<py::tuple>()));
+  }
   store(make_key(x, values, row_idx, row_ptr, col_map, bias, out_features, activation,
                  feature_major),
         std::move(rec));
@@ -574,7 +610,8 @@ PYBIND11_MODULE(sparsefx_eager_fastpath, m) {
         py::arg("row_idx"), py::arg("row_ptr"), py::arg("col_map"), py::arg("bias"),
         py::arg("out_features"), py::arg("activation"), py::arg("feature_major"),
         py::arg("weight"), py::arg("native_entry") = 0, py::arg("native_config") = 0,
-        py::arg("native_dtype") = 0, py::arg("native_sm_count") = 0);
+        py::arg("native_dtype") = 0, py::arg("native_sm_count") = 0,
+        py::arg("keep") = std::vector<at::Tensor>(), py::arg("steps") = py::list());
   m.def("clear", [] {
     std::lock_guard<std::mutex> guard(g_mutex);
     g_records.clear();

@@ -267,3 +267,55 @@ def test_cutlass_dense_layers_run_in_cpp(fastpath, monkeypatch, activation, with
         assert rel_err(got, tile_reference(x, packed, bias, activation, True)) <= TOL
     hits, misses, _ = eager_fastpath.stats()
     assert (hits, misses) == (3, 4), "calls 3, 5 and 7 in C++; 4 misaligned, 6 changed"
+
+
+@pytest.mark.parametrize("variant", ["triton_fm_128x64x64_w4s4g8", "triton_fm_192x128x32_w8s4g8"],
+                         ids=["pow2", "3part"])
+@pytest.mark.parametrize("activation", ["none", "gelu"])
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no_bias"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_triton_dense_layers_run_in_cpp(fastpath, monkeypatch, variant, activation,
+                                        with_bias, dtype):
+    """A feature-major layer kernel choice runs on a pointer-load configuration of the
+    dense Triton kernel: from its third call on C++ launches that kernel itself, bit for
+    bit the Python path's numbers (NaN-poisoned allocator); a misaligned x and an
+    in-place change of the weights take Python (right numbers), then the layer is
+    registered anew."""
+    dispatch, eager_fastpath = fastpath
+    force_dense(monkeypatch, dispatch, variant)
+    packed, (values, row_idx, row_ptr, col_map), bias, gen = layer(
+        31, 256, 192, dtype=dtype, structure="uneven")     # pruned-away features too
+    bias = bias if with_bias else None
+    for call in range(7):
+        if call == 5:
+            values.mul_(0.5)
+            packed.values.mul_(0.5)
+        x = torch.randn(192, 72, generator=gen).to("cuda", dtype)
+        if call == 3:                                  # same shape and strides, 2 bytes off
+            store = torch.empty(x.numel() + 1, dtype=dtype, device="cuda")
+            store[1:] = x.flatten()
+            x = store[1:].view(192, 72)
+        args = (x, values, row_idx, row_ptr, col_map, bias, 256, activation, True)
+        poisoned_allocator(256 * 72, dtype)
+        with torch.inference_mode():
+            got = torch.ops.sparsefx.tile_linear(*args)
+        assert torch.equal(got, dispatch.dense_forward(*args, variant)), call
+        assert rel_err(got, tile_reference(x, packed, bias, activation, True)) <= TOL
+    hits, misses, _ = eager_fastpath.stats()
+    assert (hits, misses) == (3, 4), "calls 3, 5 and 7 in C++; 4 misaligned, 6 changed"
+
+
+def test_triton_dense_tma_layers_stay_in_python(fastpath, monkeypatch):
+    """A TMA configuration of the dense Triton kernel encodes its descriptors per call,
+    which the C++ path does not do: such a layer is never registered, and stays right."""
+    dispatch, eager_fastpath = fastpath
+    variant = "triton_fm_128x256x64_w8s3g8_tma"
+    force_dense(monkeypatch, dispatch, variant)
+    packed, (values, row_idx, row_ptr, col_map), bias, gen = layer(23, 256, 192)
+    for call in range(4):
+        x = torch.randn(192, 80, generator=gen).to("cuda", torch.float16)
+        args = (x, values, row_idx, row_ptr, col_map, bias, 256, "relu", True)
+        with torch.inference_mode():
+            got = torch.ops.sparsefx.tile_linear(*args)
+        assert rel_err(got, tile_reference(x, packed, bias, "relu", True)) <= TOL, call
+    assert eager_fastpath.stats()[:2] == (0, 4), "every call passed on to Python"

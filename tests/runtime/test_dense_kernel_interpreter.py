@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from sparsefx_testing import kernel_rel_err
 from sparsefx.runtime.cuda.triton_dense import DenseConfig, dense_fm_linear, \
-    mm_then_epilogue
+    eager_launch, mm_then_epilogue
 
 ACT = {"none": lambda y: y, "relu": torch.relu, "gelu": F.gelu, "silu": F.silu}
 gen = torch.Generator().manual_seed(0)
@@ -69,6 +69,24 @@ for N, K, M, act, with_bias in ((50, 64, 77, "gelu", True), (33, 40, 1, "relu", 
                            bias.double(), act)
     assert got.shape == (N, M) and got.is_contiguous()
     assert kernel_rel_err(got, ref) < 1e-6, (N, K, M, act, "mm_then_epilogue")
+    # the launch the eager C++ path replays (eager_launch) computes what dense_fm_linear
+    # does, bit for bit, for pointer configs; TMA configs on TMA-readable operands, a
+    # strided x and an empty product have no such launch
+    for cfg in configs:
+        out = torch.full((N, M), float("nan"), dtype=dtype)
+        launch = eager_launch(x, w, bias, out, act, cfg)
+        tma_reads = cfg.loads == "tma" and K % 8 == 0 and M % 8 == 0
+        if K == 0 or tma_reads:
+            assert launch is None, (N, K, M, cfg)
+            continue
+        assert launch.tensors[:2] == (w, x) and launch.tensors[3] is out
+        assert launch.tensors[2] is (bias if bias is not None else w)
+        launch.run()
+        assert torch.equal(out, dense_fm_linear(x, w, bias, act, cfg)), (N, K, M, cfg)
+    out = torch.empty(N, M, dtype=dtype)
+    assert eager_launch(wide[:, ::2], w, bias, out, act, configs[0]) is None
+    assert eager_launch(x, w, bias, out.t().contiguous().t(), act, configs[0]) is None \
+        or M == 1 or N == 1
 print("ok")
 """
 

@@ -10,6 +10,7 @@ if Triton changes its layout, they fail). The launches themselves are checked on
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -48,6 +49,34 @@ def test_slots_match_the_kernels_leading_tensors():
     assert eager_fastpath.TILE_KERNEL_SLOTS == {0: 0, 1: 1, 2: 2, 3: 3, 4: 4, 5: 5}
     assert eager_fastpath.TRANSPOSE_SLOTS == {0: eager_fastpath.SLOT_X_RAW,
                                              1: eager_fastpath.SLOT_X2}
+
+
+def test_slot_numbers_equal_the_cpp_enum():
+    """Python and csrc/eager_fastpath.cpp number the slots alike (read from the
+    source's ``enum Slot``)."""
+    source = (Path(__file__).resolve().parents[2] / "csrc" / "eager_fastpath.cpp").read_text()
+    enum = source[source.index("enum Slot"):]
+    enum = enum[:enum.index("};")]
+    cpp = {name: int(v) for name, v in re.findall(r"\b(k\w+) = (\d+)", enum)}
+    python = {"kX2": eager_fastpath.SLOT_X2, "kValues": eager_fastpath.SLOT_VALUES,
+              "kRowIdx": eager_fastpath.SLOT_ROW_IDX, "kColMap": eager_fastpath.SLOT_COL_MAP,
+              "kBiasOrValues": eager_fastpath.SLOT_BIAS_OR_VALUES,
+              "kOut": eager_fastpath.SLOT_OUT, "kXRaw": eager_fastpath.SLOT_X_RAW,
+              "kWeight": eager_fastpath.SLOT_WEIGHT}
+    assert cpp == {**python, "kNumSlots": len(python)}
+
+
+def test_dense_slots_match_the_dense_kernels_tensors():
+    """The dense Triton kernels take (weight, x, bias or weight, out) first; without a
+    bias the third is the weight again, never the packed values."""
+    pytest.importorskip("triton")
+    from sparsefx.runtime.cuda import triton_dense
+    for kernel in (triton_dense._dense_fm_kernel, triton_dense._dense_fm_3part_kernel):
+        assert kernel.arg_names[:4] == ["w_ptr", "x_ptr", "bias_ptr", "out_ptr"]
+    e = eager_fastpath
+    assert e.DENSE_KERNEL_SLOTS == {0: e.SLOT_WEIGHT, 1: e.SLOT_X2,
+                                    2: e.SLOT_BIAS_OR_VALUES, 3: e.SLOT_OUT}
+    assert e.DENSE_KERNEL_SLOTS_NO_BIAS[2] == e.SLOT_WEIGHT
 
 
 #: the C type of each parameter kind, as Triton's launcher declares it

@@ -37,7 +37,7 @@ from sparsefx.runtime.cuda import eager_fastpath, sm90_dense, sm90_tile
 from sparsefx.runtime.cuda.triton_tile import TileConfig, num_sms, tile_kernel_launch
 from sparsefx.runtime.cuda.transpose import transpose_2d
 from sparsefx.runtime.cuda.triton_dense import DenseConfig, dense_configs, dense_fm_linear, \
-    mm_then_epilogue
+    eager_launch, mm_then_epilogue
 from sparsefx.runtime.cuda.triton_launch import next_power_of_2
 from sparsefx.runtime.ops import _check_tile_args, _out_shape, apply_activation
 
@@ -780,8 +780,8 @@ def _offer_to_cpp(fast_key: tuple, dec: Decision, args: tuple,
                   runner: Optional[_EagerRunner]) -> None:
     """Register calls like ``args`` with the C++ eager path (runtime/cuda/eager_fastpath),
     once per layer tensors and their versions: a replayable Triton sparse layer by its
-    runner, a layer run dense (the "direct" way, or on the CUTLASS kernel) by its
-    unpacked weight. Later calls like
+    runner, a layer run dense (the "direct" way, on the CUTLASS kernel or on a dense
+    Triton configuration) by its unpacked weight. Later calls like
     it skip Python entirely. Offered again for other tensor objects of the same layer (a
     module's parameters instead of plain tensors, say) or after an in-place change, which
     the C++ records tell apart."""
@@ -797,18 +797,33 @@ def _offer_to_cpp(fast_key: tuple, dec: Decision, args: tuple,
     _cpp_offers[key] = None
     if runner is not None:
         eager_fastpath.register(args, runner)
-    elif (dec.choice == "dense" or dec.config is None) and (
-            dec.dense_variant == "direct"
-            or dec.dense_variant.startswith(sm90_dense.VARIANT_PREFIX)):
-        K = x.shape[0] if feature_major else x.shape[-1]
-        weight = dense_weight(values, row_idx, row_ptr, col_map, out_features, K, x.dtype)
-        native = None
-        if dec.dense_variant != "direct":      # the CUTLASS kernel, called from C++
-            native = sm90_dense.native_entry(
-                dec.dense_variant[len(sm90_dense.VARIANT_PREFIX):], x, weight, activation)
-            if native is None:
-                return
-        eager_fastpath.register_dense(args, weight, native)
+    elif dec.choice == "dense" or dec.config is None:
+        _offer_dense_to_cpp(dec.dense_variant, args)
+
+
+def _offer_dense_to_cpp(variant: str, args: tuple) -> None:
+    """Register a layer run dense with the C++ path, where its variant has a record:
+    "direct" (ATen), the CUTLASS kernel, a pointer-load dense Triton configuration."""
+    x, values, row_idx, row_ptr, col_map, bias, out_features, activation, fm = args
+    triton_dense_cfg = None
+    if variant.startswith("triton_fm_"):
+        triton_dense_cfg = DenseConfig.from_name(variant)
+    elif variant != "direct" and not variant.startswith(sm90_dense.VARIANT_PREFIX):
+        return                      # via_row_major, mm_epilogue: two launches, no record
+    K = x.shape[0] if fm else x.shape[-1]
+    weight = dense_weight(values, row_idx, row_ptr, col_map, out_features, K, x.dtype)
+    native = launch = None
+    if variant.startswith(sm90_dense.VARIANT_PREFIX):   # the CUTLASS kernel, called from C++
+        native = sm90_dense.native_entry(variant[len(sm90_dense.VARIANT_PREFIX):], x,
+                                         weight, activation)
+        if native is None:
+            return
+    elif triton_dense_cfg is not None:
+        out = torch.empty(out_features, x.shape[1], dtype=x.dtype, device=x.device)
+        launch = eager_launch(x, weight, bias, out, activation, triton_dense_cfg)
+        if launch is None:
+            return
+    eager_fastpath.register_dense(args, weight, native, launch)
 
 
 def _run(dec: Decision, args: tuple, plan: TilePlan) -> Tensor:

@@ -20,8 +20,9 @@ module ahead.
 
 What a record covers (anything else is never registered): a Triton sparse kernel (the
 replay's launch), for row-major layers preceded by the Triton transpose of a contiguous
-x, with no pruned-away output features; or a layer kernel choice runs dense the
-"direct" way (:func:`register_dense`: the same ATen calls on the unpacked weight). Not
+x, with no pruned-away output features; or a layer kernel choice runs dense
+(:func:`register_dense`) the "direct" way (the same ATen calls on the unpacked weight),
+on the CUTLASS kernel, or on a pointer-load configuration of the dense Triton kernel. Not
 while Triton launch hooks (profilers) are installed, and only kernels without global or
 profile scratch memory. Per call the C++ side checks that the
 layer's tensors are the registered ones (same objects, ``row_ptr``/``col_map`` not
@@ -47,12 +48,16 @@ SOURCE = "eager_fastpath.cpp"
 
 #: slots of csrc/eager_fastpath.cpp: tensors a launch takes per call
 SLOT_X2, SLOT_VALUES, SLOT_ROW_IDX, SLOT_COL_MAP, SLOT_BIAS_OR_VALUES, SLOT_OUT, \
-    SLOT_X_RAW = range(7)
+    SLOT_X_RAW, SLOT_WEIGHT = range(8)
 #: the tile kernel's leading tensor arguments (triton_tile.tile_kernel_launch), by slot
 TILE_KERNEL_SLOTS = {0: SLOT_X2, 1: SLOT_VALUES, 2: SLOT_ROW_IDX, 3: SLOT_COL_MAP,
                      4: SLOT_BIAS_OR_VALUES, 5: SLOT_OUT}
 #: the transpose kernel's tensors (transpose.transpose_launch): reads x, writes x2
 TRANSPOSE_SLOTS = {0: SLOT_X_RAW, 1: SLOT_X2}
+#: the dense Triton kernel's tensors (triton_dense.pointer_launch): the unpacked weight,
+#: x, the bias (the weight again when there is none: never read then), out
+DENSE_KERNEL_SLOTS = {0: SLOT_WEIGHT, 1: SLOT_X2, 2: SLOT_BIAS_OR_VALUES, 3: SLOT_OUT}
+DENSE_KERNEL_SLOTS_NO_BIAS = {**DENSE_KERNEL_SLOTS, 2: SLOT_WEIGHT}
 
 _KIND_SLOT, _KIND_FIXED_PTR = 0, 1
 _SCALAR_KINDS = {"i1": 2, "i8": 2, "i16": 3, "i32": 4, "i64": 5, "u1": 6, "u8": 6,
@@ -163,21 +168,40 @@ def register(args: tuple, runner) -> bool:
 
 
 def register_dense(args: tuple, weight: torch.Tensor,
-                   native: Optional[tuple[int, int, int, int]] = None) -> bool:
+                   native: Optional[tuple[int, int, int, int]] = None,
+                   triton_launch=None) -> bool:
     """Register a layer that kernel choice runs dense on its unpacked ``weight`` (kept
     by ``dispatch.dense_weight``'s cache, which the record only refers to): the
     "direct" way (``dispatch.dense_forward``: ``F.linear``, or ``addmm`` on
-    feature-major tensors), or with ``native`` (:func:`sm90_dense.native_entry`) on the
-    CUTLASS kernel. Returns whether calls like ``args`` now run in C++."""
+    feature-major tensors); with ``native`` (:func:`sm90_dense.native_entry`) on the
+    CUTLASS kernel; with ``triton_launch`` (:func:`triton_dense.eager_launch` of this
+    call, already run once) on the dense Triton kernel. Returns whether calls like
+    ``args`` now run in C++."""
     x, values, row_idx, row_ptr, col_map, bias, out_features, activation, fm = args
     if weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
         return False
+    steps, keep, kernel = [], [], None
+    if triton_launch is not None:
+        if not fm or _launch_hooks_set():
+            return False
+        relaunch = triton_launch.prepare()
+        if relaunch is None:
+            return False
+        slots = DENSE_KERNEL_SLOTS if bias is not None else DENSE_KERNEL_SLOTS_NO_BIAS
+        built = launch_step(relaunch, (None,) * len(slots) + tuple(relaunch.tail), slots)
+        if built is None:
+            return False
+        steps, keep, kernel = [built[0]], built[1], relaunch.kernel
     module = _installed_module()
     if module is None:
         return False
     entry, config, dtype, sms = native or (0, 0, 0, 0)
     module.register_dense(x, values, row_idx, row_ptr, col_map, bias, out_features,
-                          activation, fm, weight, entry, config, dtype, sms)
+                          activation, fm, weight, entry, config, dtype, sms, keep, steps)
+    if kernel is not None:
+        with _lock:
+            if not any(kernel is kept for kept in _kernels):
+                _kernels.append(kernel)
     return True
 
 

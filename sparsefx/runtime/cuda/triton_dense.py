@@ -35,7 +35,7 @@ from torch import Tensor
 
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from sparsefx.runtime.cuda.triton_launch import launch, next_power_of_2
+from sparsefx.runtime.cuda.triton_launch import KernelLaunch, launch, next_power_of_2
 from sparsefx.runtime.cuda.triton_tile import ACT_CODES, _after_previous_kernel, \
     _load_bias, _store_epilogue, _work_item, num_sms, pdl_enabled
 from sparsefx.runtime.ops import apply_activation
@@ -335,6 +335,12 @@ def dense_fm_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], activatio
 
 def _launch_pointer(x, weight, bias, out, activation, cfg, wide) -> None:
     """The pointer-load kernel, or its three-part form for block heights 3 × 2^k."""
+    pointer_launch(x, weight, bias, out, activation, cfg, wide).run()
+
+
+def pointer_launch(x, weight, bias, out, activation, cfg, wide) -> KernelLaunch:
+    """The launch :func:`_launch_pointer` runs, described (so that the eager C++ path
+    can prepare its relaunch)."""
     K, M = x.shape
     N = weight.shape[0]
     pdl = pdl_enabled(x.device)
@@ -348,9 +354,27 @@ def _launch_pointer(x, weight, bias, out, activation, cfg, wide) -> None:
                       ACT=ACT_CODES[activation], EVEN_K=K % cfg.block_k == 0,
                       WIDE_INDEX=wide, USE_PDL=pdl)
     grid = (-(-N // cfg.block_n) * -(-M // cfg.block_m),)
-    launch(kernel, grid, (weight, x, bias if bias is not None else weight, out),
-           (N, K, M, weight.stride(0), x.stride(0), out.stride(0)),
-           constexprs, num_warps=cfg.num_warps, num_stages=cfg.num_stages, launch_pdl=pdl)
+    return KernelLaunch(kernel, grid, (weight, x, bias if bias is not None else weight, out),
+                        (N, K, M, weight.stride(0), x.stride(0), out.stride(0)),
+                        constexprs, dict(num_warps=cfg.num_warps,
+                                         num_stages=cfg.num_stages, launch_pdl=pdl))
+
+
+def eager_launch(x: Tensor, weight: Tensor, bias: Optional[Tensor], out: Tensor,
+                 activation: str, cfg: DenseConfig) -> Optional[KernelLaunch]:
+    """The one kernel launch :func:`dense_fm_linear` makes for these tensors when it is
+    a pointer-load launch on them as given (the C++ eager path replays those), else
+    None: a TMA launch (its descriptors are encoded per call), an input it would copy
+    first, or an empty product (no launch, or a fill)."""
+    K, M = x.shape
+    N = weight.shape[0]
+    if x.stride(1) != 1 or weight.stride(1) != 1 or not out.is_contiguous() or \
+            tuple(out.shape) != (N, M) or weight.shape[1] != K or 0 in (N, M, K):
+        return None
+    if cfg.loads == "tma" and tma_ok(x, weight):
+        return None
+    wide = max(x.numel(), weight.numel(), out.numel()) >= 2**31 - 1
+    return pointer_launch(x, weight, bias, out, activation, cfg, wide)
 
 
 def _launch_tma(x, weight, bias, out, activation, cfg, wide) -> None:
@@ -371,4 +395,5 @@ def _launch_tma(x, weight, bias, out, activation, cfg, wide) -> None:
            num_stages=cfg.num_stages, launch_pdl=pdl)
 
 
-__all__ = ["DenseConfig", "dense_configs", "dense_fm_linear", "mm_then_epilogue", "tma_ok"]
+__all__ = ["DenseConfig", "dense_configs", "dense_fm_linear", "mm_then_epilogue", "tma_ok",
+           "eager_launch", "pointer_launch"]
