@@ -15,11 +15,15 @@
 // at::addmm for feature-major tensors) gets a record too: the same ATen calls on the
 // unpacked weight that the Python path keeps; a feature-major layer it runs on the
 // CUTLASS kernel (csrc/dense_fm_sm90.cu) calls that library's entry point, whose
-// address Python passes in.
+// address Python passes in, and one on the dense Triton kernel launches it like a
+// sparse record. A sparse layer on the sm90 tile kernel (csrc/tile_linear_sm90.cu)
+// likewise calls that library's entry point, after the Triton transpose of a row-major x.
 //
 // What a record may assume (Python checks it before registering, see
-// sparsefx/runtime/cuda/eager_fastpath.py): Triton kernels only, no launch hooks, no
-// scratch memory, no pruned-away output features, a contiguous x for row-major layers.
+// sparsefx/runtime/cuda/eager_fastpath.py): Triton kernels or one of the two libraries'
+// entry points, no launch hooks, no scratch memory, no pruned-away output features, a
+// contiguous x for row-major layers, and for the libraries the tensors as they take them
+// (16-byte aligned, int32 indices) without a copy.
 //
 // Built by sparsefx/runtime/cuda/build.py against the running torch (not nvcc device
 // code: plain C++ with torch, pybind11 and the CUDA headers); loaded only where CUDA is.
@@ -125,6 +129,26 @@ struct NativeDense {
   int config = 0, dtype = 0, sm_count = 0;
 };
 
+// The sm90 tile kernel's C entry point, sfx_tile_linear_sm90 (csrc/tile_linear_sm90.cu):
+// (x, x row stride, values, values rows, G, row_idx, col_map, kept features, bias, out,
+// out strides along features and tokens, items, progs, item count, program count, M,
+// dtype, activation, block_n, block_m, output features, bulk-store flag, stream) -> 0 or
+// an error code.
+using TileSm90 = int (*)(const void*, long long, const void*, long long, int, const int*,
+                         const int*, int, const void*, void*, long long, long long,
+                         const int*, const int*, int, int, int, int, int, int, int,
+                         long long, int, void*);
+
+struct NativeTile {
+  TileSm90 entry = nullptr;             // null: every launch of the record is Triton's
+  int64_t stride_xk = 0;                // x2's row stride (x's own, or M for a transpose)
+  const int* items = nullptr;           // the schedule (held in Record::keep)
+  const int* progs = nullptr;
+  int n_items = 0, num_progs = 0;
+  int dtype = 0, act = 0, block_n = 0, block_m = 0, tma_out = 0;
+  int64_t n_out = 0, stride_on = 0, stride_om = 0;
+};
+
 // A weak reference keeps a TensorImpl's memory (not its data) allocated, so while a
 // record lives no other tensor can take the address that keys it.
 using WeakImpl = c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>;
@@ -146,6 +170,7 @@ struct Record {
   int64_t values_version = 0;
   int activation = 0;                    // 0 none, 1 relu, 2 gelu, 3 silu
   NativeDense native;                    // feature-major dense on the CUTLASS kernel
+  NativeTile tile;                       // a sparse layer on the sm90 tile kernel
 };
 
 struct KeyHash {
@@ -300,6 +325,25 @@ at::Tensor run_native_dense(const Record& r, const at::Tensor& w, const at::Tens
   return rc == 0 ? y : at::Tensor();   // refused before launching: Python says why
 }
 
+// The sm90 tile kernel of a sparse record, after its Triton steps (the transpose of a
+// row-major x): what sm90_tile.launch passes, without Python. False when the library
+// refused the call (Python then runs it again and raises the library's message).
+bool run_native_tile(const Record& r, const at::Tensor& x2, const at::Tensor& values,
+                     const at::Tensor& row_idx, const at::Tensor& col_map,
+                     const std::optional<at::Tensor>& bias, const at::Tensor& out,
+                     CUstream stream) {
+  if (bias.has_value() && !bias->is_contiguous()) return false;
+  const NativeTile& t = r.tile;
+  const int rc = t.entry(x2.data_ptr(), t.stride_xk, values.data_ptr(), values.size(0),
+                         static_cast<int>(values.size(1)), row_idx.data_ptr<int>(),
+                         col_map.data_ptr<int>(), static_cast<int>(col_map.numel()),
+                         bias.has_value() ? bias->data_ptr() : nullptr, out.data_ptr(),
+                         t.stride_on, t.stride_om, t.items, t.progs, t.n_items,
+                         t.num_progs, static_cast<int>(r.M), t.dtype, t.act, t.block_n,
+                         t.block_m, t.n_out, t.tma_out, stream);
+  return rc == 0;
+}
+
 // A dense record on the dense Triton kernel (a pointer-load configuration of
 // runtime/cuda/triton_dense.py): its one launch, with the tensors checked as a sparse
 // record checks them (dtype and 16-byte alignment, what Triton specialised on).
@@ -381,6 +425,9 @@ at::Tensor try_record(const at::Tensor& x, const at::Tensor& values, const at::T
     if (r.checked[i] && !matches(r.expect[i], *slots[i])) return at::Tensor();
   CUstream stream = c10::cuda::getCurrentCUDAStream(r.device).stream();
   for (const Step& s : r.steps) launch_step(s, slots, stream);
+  if (r.tile.entry != nullptr &&
+      !run_native_tile(r, x2, values, row_idx, col_map, bias, out, stream))
+    return at::Tensor();
   return out;
 }
 
@@ -490,14 +537,42 @@ void store(std::vector<int64_t> key, std::shared_ptr<Record> rec) {
   g_records[std::move(key)] = std::move(rec);
 }
 
+// The sm90 tile kernel's fixed arguments, as sm90_tile.native_entry lists them.
+NativeTile make_native_tile(const py::tuple& spec) {
+  // (entry, stride_xk, items, progs, n_items, num_progs, dtype, act, block_n, block_m,
+  //  n_out, stride_on, stride_om, tma_out)
+  TORCH_CHECK(spec.size() == 14, "sm90 tile spec must have 14 fields");
+  NativeTile t;
+  t.entry = reinterpret_cast<TileSm90>(spec[0].cast<uint64_t>());
+  t.stride_xk = spec[1].cast<int64_t>();
+  t.items = reinterpret_cast<const int*>(spec[2].cast<uint64_t>());
+  t.progs = reinterpret_cast<const int*>(spec[3].cast<uint64_t>());
+  t.n_items = spec[4].cast<int>();
+  t.num_progs = spec[5].cast<int>();
+  t.dtype = spec[6].cast<int>();
+  t.act = spec[7].cast<int>();
+  t.block_n = spec[8].cast<int>();
+  t.block_m = spec[9].cast<int>();
+  t.n_out = spec[10].cast<int64_t>();
+  t.stride_on = spec[11].cast<int64_t>();
+  t.stride_om = spec[12].cast<int64_t>();
+  t.tma_out = spec[13].cast<int>();
+  TORCH_CHECK(t.entry != nullptr && t.items != nullptr && t.progs != nullptr,
+              "sm90 tile spec: null entry point or schedule");
+  return t;
+}
+
 // Register the launches that run calls like this one (same layer tensors, x shape,
-// strides, dtype, device and epilogue). `steps` run in order on the current stream.
+// strides, dtype, device and epilogue). `steps` run in order on the current stream;
+// then, with `native_tile` (sm90_tile.native_entry), the sm90 tile kernel, its schedule
+// tensors in `keep`.
 void register_record(const at::Tensor& x, const at::Tensor& values, const at::Tensor& row_idx,
                      const at::Tensor& row_ptr, const at::Tensor& col_map,
                      const std::optional<at::Tensor>& bias, int64_t out_features,
                      const std::string& activation, bool feature_major,
                      std::vector<int64_t> out_shape, int64_t M, int64_t K,
-                     std::vector<at::Tensor> keep, const py::list& steps) {
+                     std::vector<at::Tensor> keep, const py::list& steps,
+                     const py::tuple& native_tile) {
   auto rec = new_record(x, values, row_idx, row_ptr, col_map, bias, feature_major);
   rec->out_shape = std::move(out_shape);
   rec->M = M;
@@ -517,6 +592,16 @@ void register_record(const at::Tensor& x, const at::Tensor& values, const at::Te
   }
   rec->keep = std::move(keep);
   for (const auto& step : steps) rec->steps.push_back(make_step(step.cast<py::tuple>()));
+  if (native_tile.size() > 0) {
+    // what the library requires of the tensors it reads (sfx_tile_linear_sm90 returns
+    // -1 otherwise), so that a call that differs fails the slot checks instead
+    TORCH_CHECK(rec->expect[kValues].aligned16 && row_idx.scalar_type() == at::kInt &&
+                    col_map.scalar_type() == at::kInt &&
+                    (!feature_major || rec->expect[kX2].aligned16),
+                "sm90 tile record: values and x must be 16-byte aligned, row_idx and "
+                "col_map int32");
+    rec->tile = make_native_tile(native_tile);
+  }
   store(make_key(x, values, row_idx, row_ptr, col_map, bias, out_features, activation,
                  feature_major),
         std::move(rec));
@@ -605,7 +690,11 @@ PYBIND11_MODULE(sparsefx_eager_fastpath, m) {
         py::arg("x"), py::arg("values"), py::arg("row_idx"), py::arg("row_ptr"),
         py::arg("col_map"), py::arg("bias"), py::arg("out_features"),
         py::arg("activation") = "none", py::arg("feature_major") = false);
-  m.def("register_record", &register_record);
+  m.def("register_record", &register_record, py::arg("x"), py::arg("values"),
+        py::arg("row_idx"), py::arg("row_ptr"), py::arg("col_map"), py::arg("bias"),
+        py::arg("out_features"), py::arg("activation"), py::arg("feature_major"),
+        py::arg("out_shape"), py::arg("M"), py::arg("K"), py::arg("keep"), py::arg("steps"),
+        py::arg("native_tile") = py::tuple());
   m.def("register_dense", &register_dense, py::arg("x"), py::arg("values"),
         py::arg("row_idx"), py::arg("row_ptr"), py::arg("col_map"), py::arg("bias"),
         py::arg("out_features"), py::arg("activation"), py::arg("feature_major"),

@@ -319,3 +319,65 @@ def test_triton_dense_tma_layers_stay_in_python(fastpath, monkeypatch):
             got = torch.ops.sparsefx.tile_linear(*args)
         assert rel_err(got, tile_reference(x, packed, bias, "relu", True)) <= TOL, call
     assert eager_fastpath.stats()[:2] == (0, 4), "every call passed on to Python"
+
+
+def sm90_config(block_m):
+    from sparsefx.runtime.cuda import sm90_tile
+    from sparsefx.runtime.cuda.triton_tile import TileConfig
+    if not sm90_tile.available():
+        pytest.skip(f"sm90 tile kernel unavailable: {sm90_tile.why_not()}")
+    stages = sm90_tile.BLOCKS[(128, block_m)]
+    return TileConfig(128, block_m, 64, 12, stages, group_cb=32, flat=1, impl="sm90")
+
+
+@pytest.mark.parametrize("feature_major", [True, False], ids=["fm", "rm"])
+@pytest.mark.parametrize("block_m", [256, 128], ids=["coop", "pingpong"])
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no_bias"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_sm90_layers_run_in_cpp(fastpath, monkeypatch, feature_major, block_m, with_bias,
+                                dtype):
+    """A sparse layer on the sm90 tile kernel: from its third call on C++ calls the
+    library itself (after the Triton transpose of a row-major x), bit for bit the Python
+    path's numbers (NaN-poisoned allocator), also after an in-place change of the
+    weights (the kernel reads them per call); a misaligned x takes Python."""
+    dispatch, eager_fastpath = fastpath
+    cfg = sm90_config(block_m)
+    force_config(monkeypatch, dispatch, cfg)
+    packed, (values, row_idx, row_ptr, col_map), bias, gen = layer(
+        37, 256, 320, G=128, dtype=dtype, structure="ragged")
+    bias = bias if with_bias else None
+    shape = (320, 200) if feature_major else (2, 100, 320)     # M = 200: a partial block
+    plan = dispatch.get_plan(row_ptr, col_map, 256, 128)
+    for call in range(7):
+        if call == 5:
+            values.mul_(0.5)
+            packed.values.mul_(0.5)
+        x = torch.randn(shape, generator=gen).to("cuda", dtype)
+        if call == 3:                                  # same shape and strides, 2 bytes off
+            store = torch.empty(x.numel() + 1, dtype=dtype, device="cuda")
+            store[1:] = x.flatten()
+            x = store[1:].view(shape)
+        args = (x, values, row_idx, row_ptr, col_map, bias, 256, "gelu", feature_major)
+        poisoned_allocator(256 * 200, dtype)
+        with torch.inference_mode():
+            got = torch.ops.sparsefx.tile_linear(*args)
+        assert torch.equal(got, dispatch.sparse_forward(*args, plan, cfg)), call
+        assert rel_err(got, tile_reference(x, packed, bias, "gelu", feature_major)) <= TOL
+    hits, misses, _ = eager_fastpath.stats()
+    assert (hits, misses) == (4, 3), "calls 3, 5, 6 and 7 in C++; 4 misaligned"
+
+
+def test_sm90_layers_with_pruned_features_stay_in_python(fastpath, monkeypatch):
+    """Output features pruned away need a second write the sm90 record does not make:
+    such a layer is never registered, and stays right."""
+    dispatch, eager_fastpath = fastpath
+    force_config(monkeypatch, dispatch, sm90_config(256))
+    packed, (values, row_idx, row_ptr, col_map), bias, gen = layer(
+        41, 256, 320, G=128, structure="uneven")
+    for call in range(4):
+        x = torch.randn(320, 96, generator=gen).to("cuda", torch.float16)
+        args = (x, values, row_idx, row_ptr, col_map, bias, 256, "none", True)
+        with torch.inference_mode():
+            got = torch.ops.sparsefx.tile_linear(*args)
+        assert rel_err(got, tile_reference(x, packed, bias, "none", True)) <= TOL, call
+    assert eager_fastpath.stats()[:2] == (0, 4), "every call passed on to Python"

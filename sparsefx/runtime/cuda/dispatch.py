@@ -352,9 +352,9 @@ class _EagerRunner:
     differ: allocate the output, (row-major) transpose x, check each tensor's dtype and
     alignment (:class:`~sparsefx.runtime.cuda.triton_launch.Relaunch`), launch, and
     write the pruned-away output features as the general path does. It is built for
-    Triton kernels only (the sm90 kernel runs large layers, where host time does not
-    show) and returns None whenever a check fails, so the caller falls back to the
-    general path."""
+    Triton kernels only (a layer on the sm90 kernel gets a C++ record instead,
+    :func:`_offer_sm90_to_cpp`) and returns None whenever a check fails, so the caller
+    falls back to the general path."""
 
     __slots__ = ("plan", "relaunch", "fixed", "feature_major", "activation", "M", "K", "N")
 
@@ -741,7 +741,7 @@ def tile_linear_cuda(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor
         if runner:
             out = runner(x, values, row_idx, col_map, bias, plan)
             if out is not None:
-                _offer_to_cpp(fast_key, dec, args, runner)
+                _offer_to_cpp(fast_key, dec, args, runner, plan)
                 return out
         out = _run(dec, args, plan)
         # second call of this kind: the kernel is compiled. Not while a graph is being
@@ -751,7 +751,7 @@ def tile_linear_cuda(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor
                 _runners.clear()
             runner = _runners[fast_key] = _eager_runner(dec, args, plan)
         if runner is not False:
-            _offer_to_cpp(fast_key, dec, args, runner)
+            _offer_to_cpp(fast_key, dec, args, runner, plan)
         return out
     if not kernel_supported(x, values):
         return dense_forward(*args)
@@ -777,10 +777,11 @@ def tile_linear_cuda(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor
 
 
 def _offer_to_cpp(fast_key: tuple, dec: Decision, args: tuple,
-                  runner: Optional[_EagerRunner]) -> None:
+                  runner: Optional[_EagerRunner], plan: TilePlan) -> None:
     """Register calls like ``args`` with the C++ eager path (runtime/cuda/eager_fastpath),
     once per layer tensors and their versions: a replayable Triton sparse layer by its
-    runner, a layer run dense (the "direct" way, on the CUTLASS kernel or on a dense
+    runner, a sparse layer on the sm90 kernel by that library's arguments, a layer run
+    dense (the "direct" way, on the CUTLASS kernel or on a dense
     Triton configuration) by its unpacked weight. Later calls like
     it skip Python entirely. Offered again for other tensor objects of the same layer (a
     module's parameters instead of plain tensors, say) or after an in-place change, which
@@ -799,6 +800,27 @@ def _offer_to_cpp(fast_key: tuple, dec: Decision, args: tuple,
         eager_fastpath.register(args, runner)
     elif dec.choice == "dense" or dec.config is None:
         _offer_dense_to_cpp(dec.dense_variant, args)
+    elif dec.config.impl == "sm90":
+        _offer_sm90_to_cpp(dec.config, args, plan)
+
+
+def _offer_sm90_to_cpp(cfg: TileConfig, args: tuple, plan: TilePlan) -> None:
+    """Register a sparse layer on the sm90 kernel, where :func:`sparse_forward` would
+    pass its tensors to the library as they are (no copy, no conversion) and no output
+    feature is pruned away (those take a second, Python-side write)."""
+    x, values, row_idx, row_ptr, col_map, bias, out_features, activation, fm = args
+    if plan.missing is not None:
+        return
+    K = x.shape[0] if fm else x.shape[-1]
+    M = x.shape[1] if fm else (x.numel() // K if K else 0)
+    schedule = _schedule(plan, cfg, M, x.device)
+    if not M or schedule is None:
+        return
+    native = sm90_tile.native_entry(
+        x.stride(0) if fm else M, K, M, values, row_idx, col_map, bias, fm, out_features,
+        activation, cfg.block_n, cfg.block_m, schedule, plan.can_bulk_store(fm))
+    if native is not None:
+        eager_fastpath.register_sm90(args, M, K, native, schedule)
 
 
 def _offer_dense_to_cpp(variant: str, args: tuple) -> None:

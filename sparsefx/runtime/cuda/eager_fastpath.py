@@ -20,8 +20,9 @@ module ahead.
 
 What a record covers (anything else is never registered): a Triton sparse kernel (the
 replay's launch), for row-major layers preceded by the Triton transpose of a contiguous
-x, with no pruned-away output features; or a layer kernel choice runs dense
-(:func:`register_dense`) the "direct" way (the same ATen calls on the unpacked weight),
+x, with no pruned-away output features; the same for a layer on the sm90 tile kernel
+(:func:`register_sm90`: C++ calls the library's entry point); or a layer kernel choice
+runs dense (:func:`register_dense`) the "direct" way (the same ATen calls on the unpacked weight),
 on the CUTLASS kernel, or on a pointer-load configuration of the dense Triton kernel. Not
 while Triton launch hooks (profilers) are installed, and only kernels without global or
 profile scratch memory. Per call the C++ side checks that the
@@ -167,6 +168,37 @@ def register(args: tuple, runner) -> bool:
     return True
 
 
+def register_sm90(args: tuple, M: int, K: int, native: tuple, schedule: tuple) -> bool:
+    """Register a sparse layer that kernel choice runs on the sm90 tile kernel: for a
+    row-major layer the Triton transpose of x, then the library's entry point with the
+    fixed arguments ``native`` (:func:`sm90_tile.native_entry`) and the layer's
+    ``schedule`` tensors (kept alive by the record). The caller checked that no output
+    feature is pruned away. Returns whether calls like ``args`` now run in C++."""
+    x, values, row_idx, row_ptr, col_map, bias, out_features, activation, fm = args
+    if not M or (not fm and (not x.is_contiguous() or _launch_hooks_set())):
+        return False
+    if fm and (x.stride(1) != 1 or x.data_ptr() % 16):
+        return False
+    module = _installed_module()
+    if module is None:
+        return False
+    steps, keep, kernels = [], list(schedule), []
+    if not fm:
+        transpose = _transpose_step(x, M, K)
+        if transpose is None:
+            return False
+        (step, kept), kernel = transpose
+        steps.append(step)
+        keep += kept
+        kernels.append(kernel)
+    out_shape = [out_features, M] if fm else [*x.shape[:-1], out_features]
+    module.register_record(x, values, row_idx, row_ptr, col_map, bias, out_features,
+                           activation, fm, out_shape, M, K, keep, steps, native)
+    with _lock:
+        _kernels.extend(k for k in kernels if not any(k is kept for kept in _kernels))
+    return True
+
+
 def register_dense(args: tuple, weight: torch.Tensor,
                    native: Optional[tuple[int, int, int, int]] = None,
                    triton_launch=None) -> bool:
@@ -284,6 +316,6 @@ def reset_stats() -> None:
         _module.reset_stats()
 
 
-__all__ = ["register", "register_dense", "launch_params", "launch_step", "active",
+__all__ = ["register", "register_sm90", "register_dense", "launch_params", "launch_step", "active",
            "may_register", "why_not", "clear",
            "stats", "reset_stats", "MODULE"]

@@ -148,4 +148,38 @@ def launch(x2: Tensor, values: Tensor, row_idx: Tensor, col_map: Tensor,
         raise RuntimeError(f"sfx_tile_linear_sm90 failed ({code}): {msg}")
 
 
-__all__ = ["available", "why_not", "supports", "launch", "library", "BLOCKS", "BLOCK_K"]
+def native_entry(x2_row_stride: int, K: int, M: int, values: Tensor, row_idx: Tensor,
+                 col_map: Tensor, bias: Optional[Tensor], out_feature_major: bool,
+                 n_out: int, activation: str, block_n: int, block_m: int, schedule: tuple,
+                 tma_store_ok: bool = False) -> Optional[tuple]:
+    """What the C++ eager path (csrc/eager_fastpath.cpp) needs to call the kernel itself
+    for calls like this one, as :func:`launch` would call it: ``(address of
+    sfx_tile_linear_sm90, x row stride, items and progs addresses, their counts, dtype
+    code, activation code, block_n, block_m, output features, out strides along features
+    and tokens, bulk-store flag)``. None where :func:`launch` would first copy or
+    convert a tensor (x rows not a multiple of 8 elements apart, values not contiguous
+    and 16-byte aligned, indices not int32, a bias of another dtype or not contiguous),
+    or refuse the call. The caller keeps ``schedule``'s tensors alive."""
+    lib = library()
+    G = values.shape[1] if values.dim() == 2 else 0
+    if lib is None or values.dtype not in DTYPE_CODES or not supports(G, block_n, block_m) \
+            or M <= 0 or K <= 0 or col_map.numel() == 0 or activation not in ACT_CODES:
+        return None
+    if not (values.is_contiguous() and values.data_ptr() % 16 == 0 and
+            row_idx.dtype == torch.int32 and col_map.dtype == torch.int32 and
+            row_idx.is_contiguous() and col_map.is_contiguous()):
+        return None
+    if bias is not None and (bias.dtype != values.dtype or not bias.is_contiguous()):
+        return None
+    if x2_row_stride % 8 or (K - 1) * x2_row_stride * values.element_size() >= 2 ** 32:
+        return None
+    items, progs = schedule
+    stride_on, stride_om = (M, 1) if out_feature_major else (1, n_out)
+    entry = ctypes.cast(lib.sfx_tile_linear_sm90, ctypes.c_void_p).value
+    return (entry, x2_row_stride, items.data_ptr(), progs.data_ptr(), items.shape[0],
+            progs.shape[0], DTYPE_CODES[values.dtype], ACT_CODES[activation], block_n,
+            block_m, n_out, stride_on, stride_om, int(tma_store_ok))
+
+
+__all__ = ["available", "why_not", "supports", "launch", "library", "native_entry",
+           "BLOCKS", "BLOCK_K"]
