@@ -236,6 +236,13 @@ bool matches(const Expect& e, const at::Tensor& t) {
          ((reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0) == e.aligned16);
 }
 
+// Record what the kernels were specialised on for the tensor in `slot` (its dtype and
+// 16-byte alignment at registration); every call is checked against it.
+void expect_like(Record& rec, int slot, const at::Tensor& t) {
+  rec.expect[slot] = {t.scalar_type(), reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0};
+  rec.checked[slot] = true;
+}
+
 // ------------------------------------------------------------------ launching
 void launch_step(const Step& s, const at::Tensor* const slots[kNumSlots], CUstream stream) {
   unsigned char local[512];
@@ -302,6 +309,16 @@ void launch_step(const Step& s, const at::Tensor* const slots[kNumSlots], CUstre
   }
 }
 
+// The record's Triton launches on these tensors, in order, once every checked slot
+// matches what the kernels were specialised on; false, with nothing launched, otherwise.
+bool launch_checked(const Record& r, const at::Tensor* const slots[kNumSlots],
+                    CUstream stream) {
+  for (int i = 0; i < kNumSlots; ++i)
+    if (r.checked[i] && !matches(r.expect[i], *slots[i])) return false;
+  for (const Step& s : r.steps) launch_step(s, slots, stream);
+  return true;
+}
+
 bool contiguous_aligned(const at::Tensor& t) {
   return t.is_contiguous() && reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
 }
@@ -353,11 +370,8 @@ at::Tensor run_triton_dense(const Record& r, const at::Tensor& w, const at::Tens
   const at::Tensor& bias_or_values = bias.has_value() ? *bias : values;
   const at::Tensor* slots[kNumSlots] = {&x, &values, &values, &values, &bias_or_values,
                                         &out, &x, &w};
-  for (int i = 0; i < kNumSlots; ++i)
-    if (r.checked[i] && !matches(r.expect[i], *slots[i])) return at::Tensor();
   CUstream stream = c10::cuda::getCurrentCUDAStream(r.device).stream();
-  for (const Step& s : r.steps) launch_step(s, slots, stream);
-  return out;
+  return launch_checked(r, slots, stream) ? out : at::Tensor();
 }
 
 // A dense record: what dispatch.dense_forward's "direct" variant runs, in ATen.
@@ -419,12 +433,11 @@ at::Tensor try_record(const at::Tensor& x, const at::Tensor& values, const at::T
   at::Tensor out = at::empty(r.out_shape, x.options());
   at::Tensor x2 = feature_major ? x : at::empty({r.K, r.M}, x.options());
   const at::Tensor& bias_or_values = bias.has_value() ? *bias : values;
+  // no weight slot: sparse records never register a kWeight parameter or check
   const at::Tensor* slots[kNumSlots] = {&x2, &values, &row_idx, &col_map, &bias_or_values,
-                                        &out, &x};
-  for (int i = 0; i < kNumSlots; ++i)
-    if (r.checked[i] && !matches(r.expect[i], *slots[i])) return at::Tensor();
+                                        &out, &x, nullptr};
   CUstream stream = c10::cuda::getCurrentCUDAStream(r.device).stream();
-  for (const Step& s : r.steps) launch_step(s, slots, stream);
+  if (!launch_checked(r, slots, stream)) return at::Tensor();
   if (r.tile.entry != nullptr &&
       !run_native_tile(r, x2, values, row_idx, col_map, bias, out, stream))
     return at::Tensor();
@@ -578,18 +591,12 @@ void register_record(const at::Tensor& x, const at::Tensor& values, const at::Te
   rec->M = M;
   rec->K = K;
   const at::Tensor& bias_or_values = bias.has_value() ? *bias : values;
-  const at::Tensor* inputs[] = {&values, &row_idx, &col_map, &bias_or_values, &x};
-  const int input_slots[] = {kValues, kRowIdx, kColMap, kBiasOrValues, kXRaw};
-  for (int i = 0; i < 5; ++i) {
-    const at::Tensor& t = *inputs[i];
-    rec->expect[input_slots[i]] = {t.scalar_type(),
-                                   reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0};
-    rec->checked[input_slots[i]] = true;
-  }
-  if (feature_major) {   // x is what the tile kernel gathers from
-    rec->expect[kX2] = rec->expect[kXRaw];
-    rec->checked[kX2] = true;
-  }
+  expect_like(*rec, kValues, values);
+  expect_like(*rec, kRowIdx, row_idx);
+  expect_like(*rec, kColMap, col_map);
+  expect_like(*rec, kBiasOrValues, bias_or_values);
+  expect_like(*rec, kXRaw, x);
+  if (feature_major) expect_like(*rec, kX2, x);   // x is what the tile kernel gathers from
   rec->keep = std::move(keep);
   for (const auto& step : steps) rec->steps.push_back(make_step(step.cast<py::tuple>()));
   if (native_tile.size() > 0) {
@@ -638,14 +645,9 @@ void register_dense(const at::Tensor& x, const at::Tensor& values, const at::Ten
   rec->native.dtype = native_dtype;
   rec->native.sm_count = native_sm_count;
   if (steps.size() > 0) {   // what the Triton kernel was specialised on, per input
-    const at::Tensor& bias_or_values = bias.has_value() ? *bias : values;
-    const at::Tensor* inputs[] = {&x, &bias_or_values, &weight};
-    const int input_slots[] = {kX2, kBiasOrValues, kWeight};
-    for (int i = 0; i < 3; ++i) {
-      rec->expect[input_slots[i]] = {inputs[i]->scalar_type(),
-                                     reinterpret_cast<uintptr_t>(inputs[i]->data_ptr()) % 16 == 0};
-      rec->checked[input_slots[i]] = true;
-    }
+    expect_like(*rec, kX2, x);
+    expect_like(*rec, kBiasOrValues, bias.has_value() ? *bias : values);
+    expect_like(*rec, kWeight, weight);
     rec->keep = std::move(keep);
     for (const auto& step : steps) rec->steps.push_back(make_step(step.cast<py::tuple>()));
   }

@@ -11,6 +11,8 @@ the layer's structure, another layer) is passed to Python and still correct.
 """
 from __future__ import annotations
 
+from math import prod
+
 import pytest
 import torch
 
@@ -233,6 +235,51 @@ def test_dense_layers_run_in_cpp(fastpath, monkeypatch, feature_major, activatio
     assert (hits, misses) == (3, 3), "calls 3, 4 and 6 in C++; 5 after the change"
 
 
+def misaligned_then_changed(dispatch, built, shape, activation, feature_major, general_path):
+    """Seven eager calls of the layer ``built`` (:func:`layer`'s tuple) under
+    ``inference_mode``: the fourth with an x 2 bytes off a 16-byte boundary (same shape
+    and strides), the weights halved in place before the sixth. Each output, from a
+    NaN-poisoned allocator, must equal ``general_path(args)`` (the Python path on the
+    same inputs) bit for bit, and the float64 reference."""
+    packed, (values, row_idx, row_ptr, col_map), bias, gen = built
+    dtype, N = values.dtype, 256
+    tokens = prod(shape) // shape[0 if feature_major else -1]
+    for call in range(7):
+        if call == 5:
+            values.mul_(0.5)
+            packed.values.mul_(0.5)
+        x = torch.randn(shape, generator=gen).to("cuda", dtype)
+        if call == 3:
+            store = torch.empty(x.numel() + 1, dtype=dtype, device="cuda")
+            store[1:] = x.flatten()
+            x = store[1:].view(shape)
+        args = (x, values, row_idx, row_ptr, col_map, bias, N, activation, feature_major)
+        poisoned_allocator(N * tokens, dtype)
+        with torch.inference_mode():
+            got = torch.ops.sparsefx.tile_linear(*args)
+        assert torch.equal(got, general_path(args)), call
+        assert rel_err(got, tile_reference(x, packed, bias, activation,
+                                           feature_major)) <= TOL, call
+
+
+def right_in_python(built, shape, activation):
+    """Four eager feature-major calls of the layer ``built``, each against float64 (for
+    layers the C++ path must leave to Python)."""
+    packed, (values, row_idx, row_ptr, col_map), bias, gen = built
+    for call in range(4):
+        x = torch.randn(shape, generator=gen).to("cuda", values.dtype)
+        args = (x, values, row_idx, row_ptr, col_map, bias, 256, activation, True)
+        with torch.inference_mode():
+            got = torch.ops.sparsefx.tile_linear(*args)
+        assert rel_err(got, tile_reference(x, packed, bias, activation, True)) <= TOL, call
+
+
+def without_bias(built, with_bias):
+    """:func:`layer`'s tuple, its bias dropped unless ``with_bias``."""
+    packed, tensors, bias, gen = built
+    return packed, tensors, bias if with_bias else None, gen
+
+
 @pytest.mark.parametrize("activation", ["none", "gelu"])
 @pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no_bias"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
@@ -248,23 +295,9 @@ def test_cutlass_dense_layers_run_in_cpp(fastpath, monkeypatch, activation, with
     dispatch, eager_fastpath = fastpath
     variant = sm90_dense.VARIANT_PREFIX + sm90_dense.config_names()[0]
     force_dense(monkeypatch, dispatch, variant)
-    packed, (values, row_idx, row_ptr, col_map), bias, gen = layer(
-        31, 256, 192, dtype=dtype, structure="uneven")
-    bias = bias if with_bias else None
-    for call in range(7):
-        if call == 5:
-            values.mul_(0.5)
-            packed.values.mul_(0.5)
-        x = torch.randn(192, 72, generator=gen).to("cuda", dtype)
-        if call == 3:                              # same shape and strides, 2 bytes off
-            store = torch.empty(x.numel() + 1, dtype=dtype, device="cuda")
-            store[1:] = x.flatten()
-            x = store[1:].view(192, 72)
-        args = (x, values, row_idx, row_ptr, col_map, bias, 256, activation, True)
-        with torch.inference_mode():
-            got = torch.ops.sparsefx.tile_linear(*args)
-        assert torch.equal(got, dispatch.dense_forward(*args, variant)), call
-        assert rel_err(got, tile_reference(x, packed, bias, activation, True)) <= TOL
+    built = without_bias(layer(31, 256, 192, dtype=dtype, structure="uneven"), with_bias)
+    misaligned_then_changed(dispatch, built, (192, 72), activation, True,
+                            lambda args: dispatch.dense_forward(*args, variant))
     hits, misses, _ = eager_fastpath.stats()
     assert (hits, misses) == (3, 4), "calls 3, 5 and 7 in C++; 4 misaligned, 6 changed"
 
@@ -278,29 +311,14 @@ def test_triton_dense_layers_run_in_cpp(fastpath, monkeypatch, variant, activati
                                         with_bias, dtype):
     """A feature-major layer kernel choice runs on a pointer-load configuration of the
     dense Triton kernel: from its third call on C++ launches that kernel itself, bit for
-    bit the Python path's numbers (NaN-poisoned allocator); a misaligned x and an
-    in-place change of the weights take Python (right numbers), then the layer is
-    registered anew."""
+    bit the Python path's numbers; a misaligned x and an in-place change of the weights
+    take Python (right numbers), then the layer is registered anew."""
     dispatch, eager_fastpath = fastpath
     force_dense(monkeypatch, dispatch, variant)
-    packed, (values, row_idx, row_ptr, col_map), bias, gen = layer(
-        31, 256, 192, dtype=dtype, structure="uneven")     # pruned-away features too
-    bias = bias if with_bias else None
-    for call in range(7):
-        if call == 5:
-            values.mul_(0.5)
-            packed.values.mul_(0.5)
-        x = torch.randn(192, 72, generator=gen).to("cuda", dtype)
-        if call == 3:                                  # same shape and strides, 2 bytes off
-            store = torch.empty(x.numel() + 1, dtype=dtype, device="cuda")
-            store[1:] = x.flatten()
-            x = store[1:].view(192, 72)
-        args = (x, values, row_idx, row_ptr, col_map, bias, 256, activation, True)
-        poisoned_allocator(256 * 72, dtype)
-        with torch.inference_mode():
-            got = torch.ops.sparsefx.tile_linear(*args)
-        assert torch.equal(got, dispatch.dense_forward(*args, variant)), call
-        assert rel_err(got, tile_reference(x, packed, bias, activation, True)) <= TOL
+    # "uneven": pruned-away output features too
+    built = without_bias(layer(31, 256, 192, dtype=dtype, structure="uneven"), with_bias)
+    misaligned_then_changed(dispatch, built, (192, 72), activation, True,
+                            lambda args: dispatch.dense_forward(*args, variant))
     hits, misses, _ = eager_fastpath.stats()
     assert (hits, misses) == (3, 4), "calls 3, 5 and 7 in C++; 4 misaligned, 6 changed"
 
@@ -309,15 +327,8 @@ def test_triton_dense_tma_layers_stay_in_python(fastpath, monkeypatch):
     """A TMA configuration of the dense Triton kernel encodes its descriptors per call,
     which the C++ path does not do: such a layer is never registered, and stays right."""
     dispatch, eager_fastpath = fastpath
-    variant = "triton_fm_128x256x64_w8s3g8_tma"
-    force_dense(monkeypatch, dispatch, variant)
-    packed, (values, row_idx, row_ptr, col_map), bias, gen = layer(23, 256, 192)
-    for call in range(4):
-        x = torch.randn(192, 80, generator=gen).to("cuda", torch.float16)
-        args = (x, values, row_idx, row_ptr, col_map, bias, 256, "relu", True)
-        with torch.inference_mode():
-            got = torch.ops.sparsefx.tile_linear(*args)
-        assert rel_err(got, tile_reference(x, packed, bias, "relu", True)) <= TOL, call
+    force_dense(monkeypatch, dispatch, "triton_fm_128x256x64_w8s3g8_tma")
+    right_in_python(layer(23, 256, 192), (192, 80), "relu")
     assert eager_fastpath.stats()[:2] == (0, 4), "every call passed on to Python"
 
 
@@ -338,31 +349,18 @@ def test_sm90_layers_run_in_cpp(fastpath, monkeypatch, feature_major, block_m, w
                                 dtype):
     """A sparse layer on the sm90 tile kernel: from its third call on C++ calls the
     library itself (after the Triton transpose of a row-major x), bit for bit the Python
-    path's numbers (NaN-poisoned allocator), also after an in-place change of the
-    weights (the kernel reads them per call); a misaligned x takes Python."""
+    path's numbers, also after an in-place change of the weights (the kernel reads them
+    per call); a misaligned x takes Python."""
     dispatch, eager_fastpath = fastpath
     cfg = sm90_config(block_m)
     force_config(monkeypatch, dispatch, cfg)
-    packed, (values, row_idx, row_ptr, col_map), bias, gen = layer(
-        37, 256, 320, G=128, dtype=dtype, structure="ragged")
-    bias = bias if with_bias else None
-    shape = (320, 200) if feature_major else (2, 100, 320)     # M = 200: a partial block
+    built = without_bias(layer(37, 256, 320, G=128, dtype=dtype, structure="ragged"),
+                         with_bias)
+    _, (_, _, row_ptr, col_map), _, _ = built
     plan = dispatch.get_plan(row_ptr, col_map, 256, 128)
-    for call in range(7):
-        if call == 5:
-            values.mul_(0.5)
-            packed.values.mul_(0.5)
-        x = torch.randn(shape, generator=gen).to("cuda", dtype)
-        if call == 3:                                  # same shape and strides, 2 bytes off
-            store = torch.empty(x.numel() + 1, dtype=dtype, device="cuda")
-            store[1:] = x.flatten()
-            x = store[1:].view(shape)
-        args = (x, values, row_idx, row_ptr, col_map, bias, 256, "gelu", feature_major)
-        poisoned_allocator(256 * 200, dtype)
-        with torch.inference_mode():
-            got = torch.ops.sparsefx.tile_linear(*args)
-        assert torch.equal(got, dispatch.sparse_forward(*args, plan, cfg)), call
-        assert rel_err(got, tile_reference(x, packed, bias, "gelu", feature_major)) <= TOL
+    shape = (320, 200) if feature_major else (2, 100, 320)     # M = 200: a partial block
+    misaligned_then_changed(dispatch, built, shape, "gelu", feature_major,
+                            lambda args: dispatch.sparse_forward(*args, plan, cfg))
     hits, misses, _ = eager_fastpath.stats()
     assert (hits, misses) == (4, 3), "calls 3, 5, 6 and 7 in C++; 4 misaligned"
 
@@ -372,12 +370,5 @@ def test_sm90_layers_with_pruned_features_stay_in_python(fastpath, monkeypatch):
     such a layer is never registered, and stays right."""
     dispatch, eager_fastpath = fastpath
     force_config(monkeypatch, dispatch, sm90_config(256))
-    packed, (values, row_idx, row_ptr, col_map), bias, gen = layer(
-        41, 256, 320, G=128, structure="uneven")
-    for call in range(4):
-        x = torch.randn(320, 96, generator=gen).to("cuda", torch.float16)
-        args = (x, values, row_idx, row_ptr, col_map, bias, 256, "none", True)
-        with torch.inference_mode():
-            got = torch.ops.sparsefx.tile_linear(*args)
-        assert rel_err(got, tile_reference(x, packed, bias, "none", True)) <= TOL, call
+    right_in_python(layer(41, 256, 320, G=128, structure="uneven"), (320, 96), "none")
     assert eager_fastpath.stats()[:2] == (0, 4), "every call passed on to Python"

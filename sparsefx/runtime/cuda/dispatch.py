@@ -781,11 +781,10 @@ def _offer_to_cpp(fast_key: tuple, dec: Decision, args: tuple,
     """Register calls like ``args`` with the C++ eager path (runtime/cuda/eager_fastpath),
     once per layer tensors and their versions: a replayable Triton sparse layer by its
     runner, a sparse layer on the sm90 kernel by that library's arguments, a layer run
-    dense (the "direct" way, on the CUTLASS kernel or on a dense
-    Triton configuration) by its unpacked weight. Later calls like
-    it skip Python entirely. Offered again for other tensor objects of the same layer (a
-    module's parameters instead of plain tensors, say) or after an in-place change, which
-    the C++ records tell apart."""
+    dense (the "direct" way, on the CUTLASS kernel or on a dense Triton configuration)
+    by its unpacked weight. Later calls like it skip Python entirely. Offered again for
+    other tensor objects of the same layer (a module's parameters instead of plain
+    tensors, say) or after an in-place change, which the C++ records tell apart."""
     if not eager_fastpath.may_register():
         return
     x, values, row_idx, row_ptr, col_map, bias, out_features, activation, feature_major = args
@@ -825,24 +824,25 @@ def _offer_sm90_to_cpp(cfg: TileConfig, args: tuple, plan: TilePlan) -> None:
 
 def _offer_dense_to_cpp(variant: str, args: tuple) -> None:
     """Register a layer run dense with the C++ path, where its variant has a record:
-    "direct" (ATen), the CUTLASS kernel, a pointer-load dense Triton configuration."""
+    "direct" (ATen), the CUTLASS kernel, a pointer-load dense Triton configuration.
+    ``via_row_major`` and ``mm_epilogue`` (two launches each) have none."""
     x, values, row_idx, row_ptr, col_map, bias, out_features, activation, fm = args
-    triton_dense_cfg = None
-    if variant.startswith("triton_fm_"):
-        triton_dense_cfg = DenseConfig.from_name(variant)
-    elif variant != "direct" and not variant.startswith(sm90_dense.VARIANT_PREFIX):
-        return                      # via_row_major, mm_epilogue: two launches, no record
+    cutlass = variant.startswith(sm90_dense.VARIANT_PREFIX)
+    triton_kernel = variant.startswith("triton_fm_")
+    if variant != "direct" and not (cutlass or triton_kernel):
+        return
     K = x.shape[0] if fm else x.shape[-1]
     weight = dense_weight(values, row_idx, row_ptr, col_map, out_features, K, x.dtype)
     native = launch = None
-    if variant.startswith(sm90_dense.VARIANT_PREFIX):   # the CUTLASS kernel, called from C++
+    if cutlass:
         native = sm90_dense.native_entry(variant[len(sm90_dense.VARIANT_PREFIX):], x,
                                          weight, activation)
         if native is None:
             return
-    elif triton_dense_cfg is not None:
+    elif triton_kernel:
         out = torch.empty(out_features, x.shape[1], dtype=x.dtype, device=x.device)
-        launch = eager_launch(x, weight, bias, out, activation, triton_dense_cfg)
+        launch = eager_launch(x, weight, bias, out, activation,
+                              DenseConfig.from_name(variant))
         if launch is None:
             return
     eager_fastpath.register_dense(args, weight, native, launch)

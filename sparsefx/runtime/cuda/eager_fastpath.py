@@ -22,8 +22,9 @@ What a record covers (anything else is never registered): a Triton sparse kernel
 replay's launch), for row-major layers preceded by the Triton transpose of a contiguous
 x, with no pruned-away output features; the same for a layer on the sm90 tile kernel
 (:func:`register_sm90`: C++ calls the library's entry point); or a layer kernel choice
-runs dense (:func:`register_dense`) the "direct" way (the same ATen calls on the unpacked weight),
-on the CUTLASS kernel, or on a pointer-load configuration of the dense Triton kernel. Not
+runs dense (:func:`register_dense`) the "direct" way (the same ATen calls on the
+unpacked weight), on the CUTLASS kernel, or on a pointer-load configuration of the
+dense Triton kernel. Not
 while Triton launch hooks (profilers) are installed, and only kernels without global or
 profile scratch memory. Per call the C++ side checks that the
 layer's tensors are the registered ones (same objects, ``row_ptr``/``col_map`` not
@@ -142,15 +143,10 @@ def register(args: tuple, runner) -> bool:
     module = _installed_module()
     if module is None:
         return False
-    steps, keep, kernels = [], [], []
-    if not fm:
-        transpose = _transpose_step(x, runner.M, runner.K)
-        if transpose is None:
-            return False
-        (step, kept), kernel = transpose
-        steps.append(step)
-        keep += kept
-        kernels.append(kernel)
+    first = _row_major_transpose(x, runner.M, runner.K, fm)
+    if first is None:
+        return False
+    steps, keep, kernels = first
     tile_args = (None,) * len(TILE_KERNEL_SLOTS) + tuple(runner.fixed) + \
         tuple(runner.relaunch.tail)
     tile = launch_step(runner.relaunch, tile_args, TILE_KERNEL_SLOTS)
@@ -162,9 +158,7 @@ def register(args: tuple, runner) -> bool:
     out_shape = [out_features, runner.M] if fm else [*x.shape[:-1], out_features]
     module.register_record(x, values, row_idx, row_ptr, col_map, bias, out_features,
                            activation, fm, out_shape, runner.M, runner.K, keep, steps)
-    with _lock:
-        new = [k for k in kernels if not any(k is kept for kept in _kernels)]
-        _kernels.extend(new)
+    _keep_loaded(kernels)
     return True
 
 
@@ -182,20 +176,15 @@ def register_sm90(args: tuple, M: int, K: int, native: tuple, schedule: tuple) -
     module = _installed_module()
     if module is None:
         return False
-    steps, keep, kernels = [], list(schedule), []
-    if not fm:
-        transpose = _transpose_step(x, M, K)
-        if transpose is None:
-            return False
-        (step, kept), kernel = transpose
-        steps.append(step)
-        keep += kept
-        kernels.append(kernel)
+    first = _row_major_transpose(x, M, K, fm)
+    if first is None:
+        return False
+    steps, keep, kernels = first
     out_shape = [out_features, M] if fm else [*x.shape[:-1], out_features]
     module.register_record(x, values, row_idx, row_ptr, col_map, bias, out_features,
-                           activation, fm, out_shape, M, K, keep, steps, native)
-    with _lock:
-        _kernels.extend(k for k in kernels if not any(k is kept for kept in _kernels))
+                           activation, fm, out_shape, M, K, keep + list(schedule), steps,
+                           native)
+    _keep_loaded(kernels)
     return True
 
 
@@ -212,7 +201,7 @@ def register_dense(args: tuple, weight: torch.Tensor,
     x, values, row_idx, row_ptr, col_map, bias, out_features, activation, fm = args
     if weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
         return False
-    steps, keep, kernel = [], [], None
+    steps, keep, kernels = [], [], []
     if triton_launch is not None:
         if not fm or _launch_hooks_set():
             return False
@@ -223,18 +212,34 @@ def register_dense(args: tuple, weight: torch.Tensor,
         built = launch_step(relaunch, (None,) * len(slots) + tuple(relaunch.tail), slots)
         if built is None:
             return False
-        steps, keep, kernel = [built[0]], built[1], relaunch.kernel
+        steps, keep, kernels = [built[0]], built[1], [relaunch.kernel]
     module = _installed_module()
     if module is None:
         return False
     entry, config, dtype, sms = native or (0, 0, 0, 0)
     module.register_dense(x, values, row_idx, row_ptr, col_map, bias, out_features,
                           activation, fm, weight, entry, config, dtype, sms, keep, steps)
-    if kernel is not None:
-        with _lock:
-            if not any(kernel is kept for kept in _kernels):
-                _kernels.append(kernel)
+    _keep_loaded(kernels)
     return True
+
+
+def _row_major_transpose(x, M: int, K: int, feature_major: bool) -> Optional[tuple]:
+    """``(steps, kept tensors, kernels)`` a record starts with: for a row-major layer the
+    Triton transpose of x into the x2 slot, for a feature-major one nothing; None where
+    the C++ path cannot launch the transpose."""
+    if feature_major:
+        return [], [], []
+    transpose = _transpose_step(x, M, K)
+    if transpose is None:
+        return None
+    (step, kept), kernel = transpose
+    return [step], list(kept), [kernel]
+
+
+def _keep_loaded(kernels: list) -> None:
+    """Hold the compiled kernels whose functions records launch (once each)."""
+    with _lock:
+        _kernels.extend(k for k in kernels if not any(k is kept for kept in _kernels))
 
 
 def _transpose_step(x, M: int, K: int):
@@ -316,6 +321,5 @@ def reset_stats() -> None:
         _module.reset_stats()
 
 
-__all__ = ["register", "register_sm90", "register_dense", "launch_params", "launch_step", "active",
-           "may_register", "why_not", "clear",
-           "stats", "reset_stats", "MODULE"]
+__all__ = ["register", "register_sm90", "register_dense", "launch_params", "launch_step",
+           "active", "may_register", "why_not", "clear", "stats", "reset_stats", "MODULE"]

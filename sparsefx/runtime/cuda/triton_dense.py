@@ -323,24 +323,24 @@ def dense_fm_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], activatio
             else bias.float()
         out.copy_(apply_activation(fill, activation)[:, None].expand(N, M))
         return out
-    # pointer offsets stay below 2**31 unless a tensor is that large
-    wide = max(x.numel(), weight.numel(), out.numel()) >= 2**31 - 1
+    wide = _wide_index(x, weight, out)
     if cfg.loads == "tma" and tma_ok(x, weight):
         _launch_tma(x, weight, bias, out, activation, cfg, wide)
         return out
     # pointer loads (also a TMA config's fallback when TMA cannot read the operands)
-    _launch_pointer(x, weight, bias, out, activation, cfg, wide)
+    pointer_launch(x, weight, bias, out, activation, cfg, wide).run()
     return out
 
 
-def _launch_pointer(x, weight, bias, out, activation, cfg, wide) -> None:
-    """The pointer-load kernel, or its three-part form for block heights 3 × 2^k."""
-    pointer_launch(x, weight, bias, out, activation, cfg, wide).run()
+def _wide_index(x: Tensor, weight: Tensor, out: Tensor) -> bool:
+    """Whether offsets need 64 bits: they stay below 2**31 unless a tensor is that large."""
+    return max(x.numel(), weight.numel(), out.numel()) >= 2**31 - 1
 
 
 def pointer_launch(x, weight, bias, out, activation, cfg, wide) -> KernelLaunch:
-    """The launch :func:`_launch_pointer` runs, described (so that the eager C++ path
-    can prepare its relaunch)."""
+    """The pointer-load kernel's launch, or its three-part form's for block heights
+    3 × 2^k, described: :func:`dense_fm_linear` runs it, the eager C++ path prepares its
+    relaunch (:func:`eager_launch`)."""
     K, M = x.shape
     N = weight.shape[0]
     pdl = pdl_enabled(x.device)
@@ -373,8 +373,7 @@ def eager_launch(x: Tensor, weight: Tensor, bias: Optional[Tensor], out: Tensor,
         return None
     if cfg.loads == "tma" and tma_ok(x, weight):
         return None
-    wide = max(x.numel(), weight.numel(), out.numel()) >= 2**31 - 1
-    return pointer_launch(x, weight, bias, out, activation, cfg, wide)
+    return pointer_launch(x, weight, bias, out, activation, cfg, _wide_index(x, weight, out))
 
 
 def _launch_tma(x, weight, bias, out, activation, cfg, wide) -> None:
