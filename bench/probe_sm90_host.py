@@ -2,11 +2,15 @@
 ``inference_mode`` once the layer is pinned to an sm90 config (from its third call the
 C++ record calls the library), against ``sparse_forward`` from Python (the path before)
 and ``F.linear``; plus eager ``do_bench`` medians (L2 flushed) of the op and
-``F.linear``. fp16, G = 128, 75% sparse, both layouts.
+``F.linear``. fp16, G = 128, 75% sparse, both layouts. ``--pruned-features F``
+removes that fraction of the output features by column pruning (round 17: the record
+then ends with the launch that writes them).
 
-    PYTHONPATH=. python bench/probe_sm90_host.py
+    PYTHONPATH=. python bench/probe_sm90_host.py [--pruned-features 0.1]
 """
 from __future__ import annotations
+
+import argparse
 
 import torch
 import torch.nn.functional as F
@@ -19,18 +23,23 @@ from sparsefx.runtime.cuda.triton_tile import TileConfig
 
 
 def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pruned-features", type=float, default=0.0)
+    pruned = ap.parse_args().pruned_features
     assert register_cuda_kernels()
     gen = torch.Generator().manual_seed(0)
-    print(f"# {torch.cuda.get_device_name()}, fp16, G=128, 75%; host µs per call")
+    print(f"# {torch.cuda.get_device_name()}, fp16, G=128, 75%, {pruned:.0%} of the "
+          "output features pruned away; host µs per call")
     print("| M×K→N | layout | config | F.linear | sparse_forward (Python) | op, C++ record "
           "| C++ hits | eager op µs | eager F.linear µs |")
     print("|---|---|---|---|---|---|---|---|---|")
     for M, K, N in ((4096, 768, 3072), (4096, 3072, 768), (256, 768, 768)):
-        packed, (values, row_idx, row_ptr, col_map) = make_layer(M, K, N, 128, gen)
+        packed, (values, row_idx, row_ptr, col_map) = make_layer(M, K, N, 128, gen, pruned)
         b = torch.randn(N, generator=gen).to("cuda", torch.float16)
         w = unpack(packed).half().cuda()
         x_rm = torch.randn(M, K, generator=gen).to("cuda", torch.float16)
         plan = dispatch.get_plan(row_ptr, col_map, N, 128)
+        assert (plan.missing is not None) == (pruned > 0)
         for fm in (True, False):
             x = x_rm.t().contiguous() if fm else x_rm
             args = (x, values, row_idx, row_ptr, col_map, b, N, "none", fm)

@@ -39,11 +39,14 @@ def per_call_us(fn, calls: int) -> float:
     return host * 1e6
 
 
-def make_layer(M, K, N, G, gen):
-    T = -(-N // G)
+def make_layer(M, K, N, G, gen, pruned_features=0.0):
+    """A 75%-sparse TW layer (a quarter of K kept per tile) on the GPU; column pruning
+    removes the fraction ``pruned_features`` of the output features (random ones)."""
+    kept_cols = torch.randperm(N, generator=gen)[:N - round(N * pruned_features)].sort().values
+    T = -(-kept_cols.numel() // G)
     keep = torch.rand(T, K, generator=gen).argsort(1).argsort(1) < K // 4
     packed = pack(torch.randn(N, K, generator=gen) * 0.05,
-                  TileLayout(N, K, G, torch.arange(N), keep))
+                  TileLayout(N, K, G, kept_cols, keep))
     tensors = tuple(t.cuda() for t in (packed.values.half(), packed.row_idx,
                                         packed.row_ptr, packed.col_map))
     return packed, tensors

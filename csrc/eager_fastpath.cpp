@@ -18,12 +18,14 @@
 // address Python passes in, and one on the dense Triton kernel launches it like a
 // sparse record. A sparse layer on the sm90 tile kernel (csrc/tile_linear_sm90.cu)
 // likewise calls that library's entry point, after the Triton transpose of a row-major x.
+// Where column pruning removed output features, a sparse record ends with the Triton
+// launch that writes them (sparsefx/runtime/cuda/missing_features.py), as Python does.
 //
 // What a record may assume (Python checks it before registering, see
 // sparsefx/runtime/cuda/eager_fastpath.py): Triton kernels or one of the two libraries'
-// entry points, no launch hooks, no scratch memory, no pruned-away output features, a
-// contiguous x for row-major layers, and for the libraries the tensors as they take them
-// (16-byte aligned, int32 indices) without a copy.
+// entry points, no launch hooks, no scratch memory, a contiguous x for row-major layers,
+// and for the libraries the tensors as they take them (16-byte aligned, int32 indices)
+// without a copy.
 //
 // Built by sparsefx/runtime/cuda/build.py against the running torch (not nvcc device
 // code: plain C++ with torch, pybind11 and the CUDA headers); loaded only where CUDA is.
@@ -164,6 +166,7 @@ struct Record {
   bool checked[kNumSlots] = {false};
   std::vector<at::Tensor> keep;          // plan tables and workspaces the launches read
   std::vector<Step> steps;
+  std::vector<Step> after;               // after the sm90 tile kernel (or after steps)
   // dense records: the unpacked weight (weak: the Python cache owns it), valid only for
   // the version of values it was unpacked from; the activation to apply after
   std::optional<WeakImpl> dense_weight;
@@ -441,6 +444,9 @@ at::Tensor try_record(const at::Tensor& x, const at::Tensor& values, const at::T
   if (r.tile.entry != nullptr &&
       !run_native_tile(r, x2, values, row_idx, col_map, bias, out, stream))
     return at::Tensor();
+  // the write of pruned-away output features, after the kernel as in Python; its
+  // tensors (out, bias-or-values) are among the slots launch_checked checked
+  for (const Step& s : r.after) launch_step(s, slots, stream);
   return out;
 }
 
@@ -578,14 +584,14 @@ NativeTile make_native_tile(const py::tuple& spec) {
 // Register the launches that run calls like this one (same layer tensors, x shape,
 // strides, dtype, device and epilogue). `steps` run in order on the current stream;
 // then, with `native_tile` (sm90_tile.native_entry), the sm90 tile kernel, its schedule
-// tensors in `keep`.
+// tensors in `keep`; then `after_steps` (the write of pruned-away output features).
 void register_record(const at::Tensor& x, const at::Tensor& values, const at::Tensor& row_idx,
                      const at::Tensor& row_ptr, const at::Tensor& col_map,
                      const std::optional<at::Tensor>& bias, int64_t out_features,
                      const std::string& activation, bool feature_major,
                      std::vector<int64_t> out_shape, int64_t M, int64_t K,
                      std::vector<at::Tensor> keep, const py::list& steps,
-                     const py::tuple& native_tile) {
+                     const py::tuple& native_tile, const py::list& after_steps) {
   auto rec = new_record(x, values, row_idx, row_ptr, col_map, bias, feature_major);
   rec->out_shape = std::move(out_shape);
   rec->M = M;
@@ -599,6 +605,8 @@ void register_record(const at::Tensor& x, const at::Tensor& values, const at::Te
   if (feature_major) expect_like(*rec, kX2, x);   // x is what the tile kernel gathers from
   rec->keep = std::move(keep);
   for (const auto& step : steps) rec->steps.push_back(make_step(step.cast<py::tuple>()));
+  for (const auto& step : after_steps)
+    rec->after.push_back(make_step(step.cast<py::tuple>()));
   if (native_tile.size() > 0) {
     // what the library requires of the tensors it reads (sfx_tile_linear_sm90 returns
     // -1 otherwise), so that a call that differs fails the slot checks instead
@@ -696,7 +704,7 @@ PYBIND11_MODULE(sparsefx_eager_fastpath, m) {
         py::arg("row_idx"), py::arg("row_ptr"), py::arg("col_map"), py::arg("bias"),
         py::arg("out_features"), py::arg("activation"), py::arg("feature_major"),
         py::arg("out_shape"), py::arg("M"), py::arg("K"), py::arg("keep"), py::arg("steps"),
-        py::arg("native_tile") = py::tuple());
+        py::arg("native_tile") = py::tuple(), py::arg("after_steps") = py::list());
   m.def("register_dense", &register_dense, py::arg("x"), py::arg("values"),
         py::arg("row_idx"), py::arg("row_ptr"), py::arg("col_map"), py::arg("bias"),
         py::arg("out_features"), py::arg("activation"), py::arg("feature_major"),

@@ -64,7 +64,7 @@ def test_cpp_calls_equal_the_general_path(fastpath, monkeypatch, kind, feature_m
     dispatch, eager_fastpath = fastpath
     plan, _, _ = calls_equal_the_general_path(dispatch, monkeypatch, kind, feature_major,
                                               dtype, seed=21, calls=5)
-    assert plan.missing is None                    # no pruned-away features: registrable
+    assert plan.missing is None      # pruned-away features: test_layers_with_pruned_features...
     hits, _, records = eager_fastpath.stats()
     assert hits == 3 and records == 1, "calls 3-5 must run in C++"
 
@@ -365,10 +365,26 @@ def test_sm90_layers_run_in_cpp(fastpath, monkeypatch, feature_major, block_m, w
     assert (hits, misses) == (4, 3), "calls 3, 5, 6 and 7 in C++; 4 misaligned"
 
 
-def test_sm90_layers_with_pruned_features_stay_in_python(fastpath, monkeypatch):
-    """Output features pruned away need a second write the sm90 record does not make:
-    such a layer is never registered, and stays right."""
+@pytest.mark.parametrize("feature_major", [True, False], ids=["fm", "rm"])
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no_bias"])
+@pytest.mark.parametrize("impl", ["triton", "sm90"])
+def test_layers_with_pruned_features_run_in_cpp(fastpath, monkeypatch, feature_major,
+                                                with_bias, impl):
+    """Column pruning removed output features (the "uneven" layer): the record writes
+    them after the tile kernel, as the Python path does (``activation(bias)``, or 0),
+    bit for bit the Python path's numbers; a misaligned x takes Python."""
     dispatch, eager_fastpath = fastpath
-    force_config(monkeypatch, dispatch, sm90_config(256))
-    right_in_python(layer(41, 256, 320, G=128, structure="uneven"), (320, 96), "none")
-    assert eager_fastpath.stats()[:2] == (0, 4), "every call passed on to Python"
+    if impl == "sm90":
+        cfg, K, G = sm90_config(256), 320, 128
+    else:
+        cfg, K, G = replay_configs()["grid"], 192, 64
+    force_config(monkeypatch, dispatch, cfg)
+    built = without_bias(layer(41, 256, K, G=G, structure="uneven"), with_bias)
+    _, (_, _, row_ptr, col_map), _, _ = built
+    plan = dispatch.get_plan(row_ptr, col_map, 256, G)
+    assert plan.missing is not None and plan.missing.numel() > 0
+    shape = (K, 96) if feature_major else (3, 32, K)
+    misaligned_then_changed(dispatch, built, shape, "gelu", feature_major,
+                            lambda args: dispatch.sparse_forward(*args, plan, cfg))
+    hits, misses, _ = eager_fastpath.stats()
+    assert (hits, misses) == (4, 3), "calls 3, 5, 6 and 7 in C++; 4 misaligned"

@@ -79,6 +79,24 @@ def test_dense_slots_match_the_dense_kernels_tensors():
     assert e.DENSE_KERNEL_SLOTS_NO_BIAS[2] == e.SLOT_WEIGHT
 
 
+def test_fill_slots_match_the_fill_kernels_tensors():
+    """The write of pruned-away features takes (out, missing, bias or missing) first:
+    out and the bias are per-call slots, the missing features a fixed pointer."""
+    pytest.importorskip("triton")
+    from sparsefx.runtime.cuda import missing_features
+    assert missing_features._fill_missing_kernel.arg_names[:3] == \
+        ["out_ptr", "missing_ptr", "bias_ptr"]
+    out2, missing = torch.empty(5, 3), torch.tensor([1, 4])
+    bias = torch.randn(5)
+    for b in (bias, None):
+        launch = missing_features.fill_missing_launch(out2, True, missing, b, "relu")
+        assert launch.tensors[0] is out2 and launch.tensors[1] is missing
+        assert launch.tensors[2] is (missing if b is None else b)
+    e = eager_fastpath
+    assert e.FILL_SLOTS == {0: e.SLOT_OUT, 2: e.SLOT_BIAS_OR_VALUES}
+    assert e.FILL_SLOTS_NO_BIAS == {0: e.SLOT_OUT}
+
+
 #: the C type of each parameter kind, as Triton's launcher declares it
 _C_TYPE = {SLOT: "CUdeviceptr", FIXED: "CUdeviceptr", 2: "int8_t", 3: "int16_t",
            4: "int32_t", 5: "int64_t", 6: "uint8_t", 7: "uint16_t", 8: "uint32_t",

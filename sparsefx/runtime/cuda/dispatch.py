@@ -34,6 +34,7 @@ from torch import Tensor
 from sparsefx.patterns.tile import unpack_tensors
 from sparsefx.runtime.cuda.plan import TilePlan, get_plan
 from sparsefx.runtime.cuda import eager_fastpath, sm90_dense, sm90_tile
+from sparsefx.runtime.cuda.missing_features import fill_missing
 from sparsefx.runtime.cuda.triton_tile import TileConfig, num_sms, tile_kernel_launch
 from sparsefx.runtime.cuda.transpose import transpose_2d
 from sparsefx.runtime.cuda.triton_dense import DenseConfig, dense_configs, dense_fm_linear, \
@@ -42,6 +43,8 @@ from sparsefx.runtime.cuda.triton_launch import next_power_of_2
 from sparsefx.runtime.ops import _check_tile_args, _out_shape, apply_activation
 
 #: bump when kernels change so stale on-disk decisions are not reused
+# v14: pruned-away output features are written by one Triton launch
+# (missing_features), which changes the sparse time of layers that have them;
 # v13: feature-major layers also time the CUTLASS dense kernel (sm90_dense);
 # v12: kernel choice's final rounds (the fastest sparse configs and dense variants,
 # interleaved, median of three), and the sm90 kernel skips the all-zero 16-row slices
@@ -54,7 +57,7 @@ from sparsefx.runtime.ops import _check_tile_args, _out_shape, apply_activation
 # v7: the grid kernel reads its column blocks from a table (TilePlan.blocks_for);
 # v6: two-pass timing in kernel choice; v5: sm90 producer rework and bulk-store
 # epilogue; v4: sm90 CUDA C++ candidates; v3: CUDA graphs
-KERNEL_VERSION = "tile-triton-v13"
+KERNEL_VERSION = "tile-triton-v14"
 CACHE_ENV = "SPARSEFX_CACHE_DIR"
 _SUPPORTED = (torch.float16, torch.bfloat16)
 
@@ -312,8 +315,7 @@ def sparse_forward(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor,
                               feature_major, activation, plan, cfg, M)
         if spec is not None:
             spec.run()
-    if plan.missing is not None and M:
-        _fill_missing(out2, feature_major, plan.missing, bias, activation)
+    fill_missing(out2, feature_major, plan.missing, bias, activation)
     return out
 
 
@@ -378,9 +380,7 @@ class _EagerRunner:
         head = (x2, values, row_idx, col_map, values if bias is None else bias, out2)
         if not self.relaunch(head + self.fixed):
             return None
-        if self.plan.missing is not None:
-            _fill_missing(out2, self.feature_major, self.plan.missing, bias,
-                          self.activation)
+        fill_missing(out2, self.feature_major, self.plan.missing, bias, self.activation)
         return out
 
 
@@ -415,18 +415,6 @@ def _eager_runner(dec: Decision, args: tuple, plan: TilePlan) -> Optional[_Eager
         return None
     return _EagerRunner(plan, relaunch, spec.tensors[len(head):], fm, activation, M, K,
                         out_features)
-
-
-def _fill_missing(out2: Tensor, feature_major: bool, missing: Tensor,
-                  bias: Optional[Tensor], activation: str) -> None:
-    if bias is None:
-        fill = torch.zeros(missing.numel(), dtype=out2.dtype, device=out2.device)
-    else:
-        fill = apply_activation(bias[missing].float(), activation).to(out2.dtype)
-    if feature_major:
-        out2[missing] = fill[:, None]
-    else:
-        out2[:, missing] = fill[None, :]
 
 
 # --------------------------------------------------------------------------- dense path
@@ -805,11 +793,9 @@ def _offer_to_cpp(fast_key: tuple, dec: Decision, args: tuple,
 
 def _offer_sm90_to_cpp(cfg: TileConfig, args: tuple, plan: TilePlan) -> None:
     """Register a sparse layer on the sm90 kernel, where :func:`sparse_forward` would
-    pass its tensors to the library as they are (no copy, no conversion) and no output
-    feature is pruned away (those take a second, Python-side write)."""
+    pass its tensors to the library as they are (no copy, no conversion); the record
+    writes pruned-away output features after the kernel, as that function does."""
     x, values, row_idx, row_ptr, col_map, bias, out_features, activation, fm = args
-    if plan.missing is not None:
-        return
     K = x.shape[0] if fm else x.shape[-1]
     M = x.shape[1] if fm else (x.numel() // K if K else 0)
     schedule = _schedule(plan, cfg, M, x.device)
@@ -819,7 +805,7 @@ def _offer_sm90_to_cpp(cfg: TileConfig, args: tuple, plan: TilePlan) -> None:
         x.stride(0) if fm else M, K, M, values, row_idx, col_map, bias, fm, out_features,
         activation, cfg.block_n, cfg.block_m, schedule, plan.can_bulk_store(fm))
     if native is not None:
-        eager_fastpath.register_sm90(args, M, K, native, schedule)
+        eager_fastpath.register_sm90(args, M, K, native, schedule, plan.missing)
 
 
 def _offer_dense_to_cpp(variant: str, args: tuple) -> None:

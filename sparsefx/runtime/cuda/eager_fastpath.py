@@ -20,8 +20,9 @@ module ahead.
 
 What a record covers (anything else is never registered): a Triton sparse kernel (the
 replay's launch), for row-major layers preceded by the Triton transpose of a contiguous
-x, with no pruned-away output features; the same for a layer on the sm90 tile kernel
-(:func:`register_sm90`: C++ calls the library's entry point); or a layer kernel choice
+x and, where column pruning removed output features, followed by the launch that writes
+them (:mod:`~sparsefx.runtime.cuda.missing_features`); the same for a layer on the sm90
+tile kernel (:func:`register_sm90`: C++ calls the library's entry point); or a layer kernel choice
 runs dense (:func:`register_dense`) the "direct" way (the same ATen calls on the
 unpacked weight), on the CUTLASS kernel, or on a pointer-load configuration of the
 dense Triton kernel. Not
@@ -60,6 +61,10 @@ TRANSPOSE_SLOTS = {0: SLOT_X_RAW, 1: SLOT_X2}
 #: x, the bias (the weight again when there is none: never read then), out
 DENSE_KERNEL_SLOTS = {0: SLOT_WEIGHT, 1: SLOT_X2, 2: SLOT_BIAS_OR_VALUES, 3: SLOT_OUT}
 DENSE_KERNEL_SLOTS_NO_BIAS = {**DENSE_KERNEL_SLOTS, 2: SLOT_WEIGHT}
+#: the pruned-feature write's tensors (missing_features.fill_missing_launch): out, the
+#: missing features (fixed), the bias; without a bias the missing features stand in
+FILL_SLOTS = {0: SLOT_OUT, 2: SLOT_BIAS_OR_VALUES}
+FILL_SLOTS_NO_BIAS = {0: SLOT_OUT}
 
 _KIND_SLOT, _KIND_FIXED_PTR = 0, 1
 _SCALAR_KINDS = {"i1": 2, "i8": 2, "i16": 3, "i32": 4, "i64": 5, "u1": 6, "u8": 6,
@@ -136,7 +141,7 @@ def register(args: tuple, runner) -> bool:
     with the C++ path, building and installing that path on first use. Returns whether
     calls like ``args`` now run in C++."""
     x, values, row_idx, row_ptr, col_map, bias, out_features, activation, fm = args
-    if runner.plan.missing is not None or not runner.M or _launch_hooks_set():
+    if not runner.M or _launch_hooks_set():
         return False
     if not fm and not x.is_contiguous():
         return False
@@ -155,21 +160,31 @@ def register(args: tuple, runner) -> bool:
     steps.append(tile[0])
     keep += tile[1]
     kernels.append(runner.relaunch.kernel)
+    fill = _fill_missing_step(x, runner.M, out_features, fm, runner.plan.missing, bias,
+                              activation)
+    if fill is None:
+        return False
+    after, after_keep, after_kernels = fill
     out_shape = [out_features, runner.M] if fm else [*x.shape[:-1], out_features]
     module.register_record(x, values, row_idx, row_ptr, col_map, bias, out_features,
-                           activation, fm, out_shape, runner.M, runner.K, keep, steps)
-    _keep_loaded(kernels)
+                           activation, fm, out_shape, runner.M, runner.K,
+                           keep + after_keep, steps, after_steps=after)
+    _keep_loaded(kernels + after_kernels)
     return True
 
 
-def register_sm90(args: tuple, M: int, K: int, native: tuple, schedule: tuple) -> bool:
+def register_sm90(args: tuple, M: int, K: int, native: tuple, schedule: tuple,
+                  missing: Optional[torch.Tensor] = None) -> bool:
     """Register a sparse layer that kernel choice runs on the sm90 tile kernel: for a
     row-major layer the Triton transpose of x, then the library's entry point with the
     fixed arguments ``native`` (:func:`sm90_tile.native_entry`) and the layer's
-    ``schedule`` tensors (kept alive by the record). The caller checked that no output
-    feature is pruned away. Returns whether calls like ``args`` now run in C++."""
+    ``schedule`` tensors (kept alive by the record), then, with ``missing`` (the plan's
+    pruned-away output features), the launch that writes those. Returns whether calls
+    like ``args`` now run in C++."""
     x, values, row_idx, row_ptr, col_map, bias, out_features, activation, fm = args
-    if not M or (not fm and (not x.is_contiguous() or _launch_hooks_set())):
+    if not M or ((not fm or missing is not None) and _launch_hooks_set()):
+        return False
+    if not fm and not x.is_contiguous():
         return False
     if fm and (x.stride(1) != 1 or x.data_ptr() % 16):
         return False
@@ -180,11 +195,15 @@ def register_sm90(args: tuple, M: int, K: int, native: tuple, schedule: tuple) -
     if first is None:
         return False
     steps, keep, kernels = first
+    fill = _fill_missing_step(x, M, out_features, fm, missing, bias, activation)
+    if fill is None:
+        return False
+    after, after_keep, after_kernels = fill
     out_shape = [out_features, M] if fm else [*x.shape[:-1], out_features]
     module.register_record(x, values, row_idx, row_ptr, col_map, bias, out_features,
-                           activation, fm, out_shape, M, K, keep + list(schedule), steps,
-                           native)
-    _keep_loaded(kernels)
+                           activation, fm, out_shape, M, K,
+                           keep + list(schedule) + after_keep, steps, native, after)
+    _keep_loaded(kernels + after_kernels)
     return True
 
 
@@ -234,6 +253,34 @@ def _row_major_transpose(x, M: int, K: int, feature_major: bool) -> Optional[tup
         return None
     (step, kept), kernel = transpose
     return [step], list(kept), [kernel]
+
+
+def _fill_missing_step(x, M: int, N: int, feature_major: bool,
+                       missing: Optional[torch.Tensor], bias: Optional[torch.Tensor],
+                       activation: str) -> Optional[tuple]:
+    """``(steps, kept tensors, kernels)`` a record ends with: the launch that writes the
+    output features ``missing`` (pruned away: not in ``col_map``) of an ``N``-feature,
+    ``M``-token output, as the Python path makes it after the tile kernel; nothing when
+    no feature is missing. None where the C++ path cannot launch it (the Python path has
+    not run it yet, or Triton's launcher is one this module does not know)."""
+    from sparsefx.runtime.cuda.missing_features import fill_missing_launch
+    if missing is None:
+        return [], [], []
+    out2 = torch.empty((N, M) if feature_major else (M, N), dtype=x.dtype,
+                       device=x.device)
+    launch = fill_missing_launch(out2, feature_major, missing, bias, activation)
+    if launch is None:
+        return [], [], []
+    relaunch = launch.prepare()
+    if relaunch is None:
+        return None
+    slots = FILL_SLOTS if bias is not None else FILL_SLOTS_NO_BIAS
+    args = (None, missing, None if bias is not None else missing) + tuple(relaunch.tail)
+    built = launch_step(relaunch, args, slots)
+    if built is None:
+        return None
+    step, kept = built
+    return [step], list(kept), [relaunch.kernel]
 
 
 def _keep_loaded(kernels: list) -> None:
