@@ -280,6 +280,20 @@ def without_bias(built, with_bias):
     return packed, tensors, bias if with_bias else None, gen
 
 
+def dense_variant_runs_in_cpp(fastpath, monkeypatch, variant, activation, with_bias,
+                              dtype):
+    """A feature-major layer (uneven: pruned-away output features too) pinned to the
+    dense ``variant``: :func:`misaligned_then_changed` against ``dense_forward``, then
+    the C++ hit and miss counts."""
+    dispatch, eager_fastpath = fastpath
+    force_dense(monkeypatch, dispatch, variant)
+    built = without_bias(layer(31, 256, 192, dtype=dtype, structure="uneven"), with_bias)
+    misaligned_then_changed(dispatch, built, (192, 72), activation, True,
+                            lambda args: dispatch.dense_forward(*args, variant))
+    hits, misses, _ = eager_fastpath.stats()
+    assert (hits, misses) == (3, 4), "calls 3, 5 and 7 in C++; 4 misaligned, 6 changed"
+
+
 @pytest.mark.parametrize("activation", ["none", "gelu"])
 @pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no_bias"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
@@ -292,14 +306,9 @@ def test_cutlass_dense_layers_run_in_cpp(fastpath, monkeypatch, activation, with
     from sparsefx.runtime.cuda import sm90_dense
     if not sm90_dense.available():
         pytest.skip(f"CUTLASS dense kernel unavailable: {sm90_dense.why_not()}")
-    dispatch, eager_fastpath = fastpath
-    variant = sm90_dense.VARIANT_PREFIX + sm90_dense.config_names()[0]
-    force_dense(monkeypatch, dispatch, variant)
-    built = without_bias(layer(31, 256, 192, dtype=dtype, structure="uneven"), with_bias)
-    misaligned_then_changed(dispatch, built, (192, 72), activation, True,
-                            lambda args: dispatch.dense_forward(*args, variant))
-    hits, misses, _ = eager_fastpath.stats()
-    assert (hits, misses) == (3, 4), "calls 3, 5 and 7 in C++; 4 misaligned, 6 changed"
+    dense_variant_runs_in_cpp(fastpath, monkeypatch,
+                              sm90_dense.VARIANT_PREFIX + sm90_dense.config_names()[0],
+                              activation, with_bias, dtype)
 
 
 @pytest.mark.parametrize("variant", ["triton_fm_128x64x64_w4s4g8", "triton_fm_192x128x32_w8s4g8"],
@@ -313,14 +322,7 @@ def test_triton_dense_layers_run_in_cpp(fastpath, monkeypatch, variant, activati
     dense Triton kernel: from its third call on C++ launches that kernel itself, bit for
     bit the Python path's numbers; a misaligned x and an in-place change of the weights
     take Python (right numbers), then the layer is registered anew."""
-    dispatch, eager_fastpath = fastpath
-    force_dense(monkeypatch, dispatch, variant)
-    # "uneven": pruned-away output features too
-    built = without_bias(layer(31, 256, 192, dtype=dtype, structure="uneven"), with_bias)
-    misaligned_then_changed(dispatch, built, (192, 72), activation, True,
-                            lambda args: dispatch.dense_forward(*args, variant))
-    hits, misses, _ = eager_fastpath.stats()
-    assert (hits, misses) == (3, 4), "calls 3, 5 and 7 in C++; 4 misaligned, 6 changed"
+    dense_variant_runs_in_cpp(fastpath, monkeypatch, variant, activation, with_bias, dtype)
 
 
 def test_triton_dense_tma_layers_stay_in_python(fastpath, monkeypatch):

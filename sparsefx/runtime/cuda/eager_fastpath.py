@@ -22,17 +22,16 @@ What a record covers (anything else is never registered): a Triton sparse kernel
 replay's launch), for row-major layers preceded by the Triton transpose of a contiguous
 x and, where column pruning removed output features, followed by the launch that writes
 them (:mod:`~sparsefx.runtime.cuda.missing_features`); the same for a layer on the sm90
-tile kernel (:func:`register_sm90`: C++ calls the library's entry point); or a layer kernel choice
-runs dense (:func:`register_dense`) the "direct" way (the same ATen calls on the
-unpacked weight), on the CUTLASS kernel, or on a pointer-load configuration of the
-dense Triton kernel. Not
-while Triton launch hooks (profilers) are installed, and only kernels without global or
-profile scratch memory. Per call the C++ side checks that the
-layer's tensors are the registered ones (same objects, ``row_ptr``/``col_map`` not
-modified in place), the input's shape, strides, dtype and device, the contiguity of the
-packed tensors, and each input's dtype and 16-byte alignment (what Triton specialised
-the kernels on); a dense record also that ``values`` was not modified in place and that
-its unpacked weight still exists. Any difference takes the Python path.
+tile kernel (:func:`register_sm90`: C++ calls the library's entry point); or a layer
+kernel choice runs dense (:func:`register_dense`) the "direct" way (the same ATen calls
+on the unpacked weight), on the CUTLASS kernel, or on a pointer-load configuration of
+the dense Triton kernel. Not while Triton launch hooks (profilers) are installed, and
+only kernels without global or profile scratch memory. Per call the C++ side checks
+that the layer's tensors are the registered ones (same objects, ``row_ptr``/``col_map``
+not modified in place), the input's shape, strides, dtype and device, the contiguity of
+the packed tensors, and each input's dtype and 16-byte alignment (what Triton
+specialised the kernels on); a dense record also that ``values`` was not modified in
+place and that its unpacked weight still exists. Any difference takes the Python path.
 
 The parameters are laid out as Triton's own launcher lays them out
 (``triton/backends/nvidia/driver.py``: each argument whose signature type is not
