@@ -71,7 +71,7 @@ def main():
     bias = (torch.randn(N, generator=gen) * 0.1).to("cuda", torch.float16)
     plan = get_plan(row_ptr, col_map, N, G)
     if args.direct_store:
-        plan.tma_store_ok = False
+        plan.sm90_store = lambda out_feature_major: "direct"
     if args.lib:
         use_variant_library(args.lib)
 

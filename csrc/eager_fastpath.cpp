@@ -134,12 +134,12 @@ struct NativeDense {
 // The sm90 tile kernel's C entry point, sfx_tile_linear_sm90 (csrc/tile_linear_sm90.cu):
 // (x, x row stride, values, values rows, G, row_idx, col_map, kept features, bias, out,
 // out strides along features and tokens, items, progs, item count, program count, M,
-// dtype, activation, block_n, block_m, output features, bulk-store flag, stream) -> 0 or
-// an error code.
+// dtype, activation, block_n, block_m, output features, store mode, out_pos, stream) -> 0
+// or an error code.
 using TileSm90 = int (*)(const void*, long long, const void*, long long, int, const int*,
                          const int*, int, const void*, void*, long long, long long,
                          const int*, const int*, int, int, int, int, int, int, int,
-                         long long, int, void*);
+                         long long, int, const int*, void*);
 
 struct NativeTile {
   TileSm90 entry = nullptr;             // null: every launch of the record is Triton's
@@ -147,8 +147,9 @@ struct NativeTile {
   const int* items = nullptr;           // the schedule (held in Record::keep)
   const int* progs = nullptr;
   int n_items = 0, num_progs = 0;
-  int dtype = 0, act = 0, block_n = 0, block_m = 0, tma_out = 0;
+  int dtype = 0, act = 0, block_n = 0, block_m = 0, store = 0;
   int64_t n_out = 0, stride_on = 0, stride_om = 0;
+  const int* out_pos = nullptr;         // store "span": the plan's table (Record::keep)
 };
 
 // A weak reference keeps a TensorImpl's memory (not its data) allocated, so while a
@@ -360,7 +361,7 @@ bool run_native_tile(const Record& r, const at::Tensor& x2, const at::Tensor& va
                          bias.has_value() ? bias->data_ptr() : nullptr, out.data_ptr(),
                          t.stride_on, t.stride_om, t.items, t.progs, t.n_items,
                          t.num_progs, static_cast<int>(r.M), t.dtype, t.act, t.block_n,
-                         t.block_m, t.n_out, t.tma_out, stream);
+                         t.block_m, t.n_out, t.store, t.out_pos, stream);
   return rc == 0;
 }
 
@@ -559,8 +560,8 @@ void store(std::vector<int64_t> key, std::shared_ptr<Record> rec) {
 // The sm90 tile kernel's fixed arguments, as sm90_tile.native_entry lists them.
 NativeTile make_native_tile(const py::tuple& spec) {
   // (entry, stride_xk, items, progs, n_items, num_progs, dtype, act, block_n, block_m,
-  //  n_out, stride_on, stride_om, tma_out)
-  TORCH_CHECK(spec.size() == 14, "sm90 tile spec must have 14 fields");
+  //  n_out, stride_on, stride_om, store, out_pos)
+  TORCH_CHECK(spec.size() == 15, "sm90 tile spec must have 15 fields");
   NativeTile t;
   t.entry = reinterpret_cast<TileSm90>(spec[0].cast<uint64_t>());
   t.stride_xk = spec[1].cast<int64_t>();
@@ -575,7 +576,8 @@ NativeTile make_native_tile(const py::tuple& spec) {
   t.n_out = spec[10].cast<int64_t>();
   t.stride_on = spec[11].cast<int64_t>();
   t.stride_om = spec[12].cast<int64_t>();
-  t.tma_out = spec[13].cast<int>();
+  t.store = spec[13].cast<int>();
+  t.out_pos = reinterpret_cast<const int*>(spec[14].cast<uint64_t>());
   TORCH_CHECK(t.entry != nullptr && t.items != nullptr && t.progs != nullptr,
               "sm90 tile spec: null entry point or schedule");
   return t;

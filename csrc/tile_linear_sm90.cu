@@ -88,9 +88,13 @@ struct Params {
   const int4* items;        // [n_items] (first packed row, k_t, t*G + n0, M-block)
   const int* progs;         // [num_progs, 2] (first item, total K-steps)
   long long stride_xk, stride_on, stride_om;
+  const int* out_pos;       // [n_out] position of each output feature in col_map, -1
+                            // for a pruned-away one (tma_out == 3 only)
+  long long n_out;          // output features
   int n_items, num_progs, M, n_kept, G, act;
-  int tma_out;              // epilogue through shared memory + bulk tensor stores:
-                            // 1 feature-major out, 2 row-major out, 0 direct stores
+  int tma_out;              // epilogue through shared memory: bulk tensor stores of a
+                            // 1 feature-major, 2 row-major out; 3 row-major out by row
+                            // spans (epilogue_span); 0 direct stores
 };
 
 // ------------------------------------------------------------------ PTX helpers
@@ -175,6 +179,15 @@ __device__ __forceinline__ void st_shared_b32(uint32_t addr, uint32_t v) {
 
 __device__ __forceinline__ void st_shared_b16(uint32_t addr, uint16_t v) {
   asm volatile("st.shared.b16 [%0], %1;" ::"r"(addr), "h"(v) : "memory");
+}
+
+// No "memory" clobber: the compiler may overlap these loads with global stores; volatile
+// keeps them in order with the other asm statements (the barriers and shared stores that
+// fill the buffer).
+__device__ __forceinline__ uint16_t ld_shared_b16(uint32_t addr) {
+  uint16_t v;
+  asm volatile("ld.shared.b16 %0, [%1];" : "=h"(v) : "r"(addr));
+  return v;
 }
 
 // 16 bytes, or 16 zero bytes when `zero` (the source is then not read).
@@ -308,6 +321,45 @@ __device__ __forceinline__ void epilogue(const Params& p, const float* acc, int 
   }
 }
 
+// Write sub-block s (tokens [64s, 64s + 64)) of a warpgroup's [64 features x WG_N
+// tokens] accumulator, bias and activation applied, into an 8 KB shared-memory box laid
+// out [token][feature] with the 128-byte swizzle of epilogue_tma's row-major boxes (a
+// warp's 2-byte writes land in distinct 16-byte bank groups). b[i]: the bias of the
+// thread's feature rows i = 0, 1.
+template <typename T, int ACT>
+__device__ __forceinline__ void stage_token_rows(const float* acc, const float* b, int s,
+                                                 int warp, int lane, uint32_t buf) {
+#pragma unroll
+  for (int jj = 0; jj < 8; ++jj) {
+    const int j = 8 * s + jj;
+    const int t = 8 * jj + 2 * (lane & 3);
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int fr = 16 * warp + (lane >> 2) + 8 * i;  // feature within the block
+      const uint32_t pair = Cvt<T>::pack2(activate<ACT>(acc[4 * j + 2 * i] + b[i]),
+                                          activate<ACT>(acc[4 * j + 2 * i + 1] + b[i]));
+      const uint32_t col = 2 * (fr & 7);
+      st_shared_b16(buf + t * 128 + (((fr >> 3) ^ (t & 7)) << 4) + col,
+                    static_cast<uint16_t>(pair & 0xffffu));
+      st_shared_b16(buf + (t + 1) * 128 + (((fr >> 3) ^ ((t + 1) & 7)) << 4) + col,
+                    static_cast<uint16_t>(pair >> 16));
+    }
+  }
+}
+
+// Bias of the two feature rows a thread's accumulator holds in the 64-feature block
+// starting at col_map position jb (0 past the kept features or without a bias).
+template <typename T>
+__device__ __forceinline__ void block_bias(const Params& p, int jb, int warp, int lane,
+                                           float* b) {
+  const T* bias = static_cast<const T*>(p.bias);
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int jg = jb + 16 * warp + (lane >> 2) + 8 * i;
+    b[i] = bias != nullptr && jg < p.n_kept ? Cvt<T>::to_f(bias[p.col_map[jg]]) : 0.0f;
+  }
+}
+
 // Epilogue through shared memory (tma_out): the warpgroup's [64 features x WG_N tokens]
 // block goes out as WG_N / 64 bulk tensor stores of 64 x 64 boxes, staged in two 8 KB
 // buffers per warpgroup, 128B-swizzled like the tensor map's box: feature-major out
@@ -371,6 +423,127 @@ __device__ __forceinline__ void epilogue_tma(const Params& p, const float* acc, 
       else
         tma_store_2d(&p.out_map, buf, row0, tok0 + 64 * s);
       bulk_commit();
+    }
+  }
+}
+
+// What one lane writes of a 64-feature chunk of a row segment (epilogue_span): features
+// f and f + 1. Returns their columns in the staged box, each + 2 in one byte (byte e:
+// feature f + e; kNone outside the owned range [lo, hi), kFill for a pruned feature).
+// Packed, so that two chunks' columns take one register while the accumulators are live.
+constexpr int kNone = -2, kFill = -1;
+__device__ __forceinline__ uint32_t lane_columns(const Params& p, int f, int lo, int hi,
+                                                 int jb) {
+  uint32_t cols = 0;
+#pragma unroll
+  for (int e = 0; e < 2; ++e) {
+    const bool in = f + e >= lo && f + e < hi;
+    const int pos = in ? p.out_pos[f + e] : 0;
+    const int col = !in ? kNone : pos >= 0 ? pos - jb : kFill;
+    cols |= static_cast<uint32_t>(col + 2) << (8 * e);
+  }
+  return cols;
+}
+
+// The value of lane_columns' pruned features f + e: act(bias) (act(0) without a bias),
+// its bits in half e.
+template <typename T, int ACT>
+__device__ __forceinline__ uint32_t lane_fill(const Params& p, int f, uint32_t cols) {
+  const T* bias = static_cast<const T*>(p.bias);
+  uint32_t fill = 0;
+#pragma unroll
+  for (int e = 0; e < 2; ++e) {
+    const bool pruned = static_cast<int>((cols >> (8 * e)) & 0xffu) - 2 == kFill;
+    const float y = pruned && bias != nullptr ? Cvt<T>::to_f(bias[f + e]) : 0.0f;
+    fill |= (Cvt<T>::pack2(activate<ACT>(y), 0.0f) & 0xffffu) << (16 * e);
+  }
+  return fill;
+}
+
+// Warp `warp`'s token rows (warp, warp + 4, ...) of the staged box `buf` (sub-block
+// starting at token tok_s), features f and f + 1 of each (lane_columns, lane_fill).
+__device__ __forceinline__ void store_lane_rows(const Params& p, uint32_t buf, int tok_s,
+                                                int warp, int f, uint32_t cols,
+                                                uint32_t fill, bool pairs) {
+  uint16_t* out = static_cast<uint16_t*>(p.out);
+  const int col[2] = {static_cast<int>(cols & 0xffu) - 2,
+                      static_cast<int>((cols >> 8) & 0xffu) - 2};
+  const bool both = pairs && col[0] != kNone && col[1] != kNone;
+  // one row at a time: unrolled by 4 (several rows' loads in flight) measured 2-7%
+  // slower (bench/NOTES_tile.md round 18)
+#pragma unroll 1
+  for (int q = 0; q < 16; ++q) {
+    const int r = warp + 4 * q;  // token row of the box
+    const int m = tok_s + r;
+    if (m >= p.M) continue;
+    uint32_t v = fill;
+#pragma unroll
+    for (int e = 0; e < 2; ++e)
+      if (col[e] >= 0)
+        v = (v & (0xffff0000u >> (16 * e))) |
+            (static_cast<uint32_t>(ld_shared_b16(buf + r * 128 +
+                                                 (((col[e] >> 3) ^ (r & 7)) << 4) +
+                                                 2 * (col[e] & 7)))
+             << (16 * e));
+    uint16_t* orow = out + m * p.stride_om;
+    if (both) {
+      *reinterpret_cast<uint32_t*>(orow + f) = v;
+    } else {
+      if (col[0] != kNone) orow[f] = static_cast<uint16_t>(v & 0xffffu);
+      if (col[1] != kNone) orow[f + 1] = static_cast<uint16_t>(v >> 16);
+    }
+  }
+}
+
+// Row-major out that bulk stores cannot write (tma_out == 3): a tile's features are not
+// one run (column pruning removed features among them) or do not start 16-byte aligned.
+// The direct epilogue wrote such an out with 2-byte stores scattered over 64 rows
+// (bench/NOTES_tile.md round 17: row-major layers with 10% of their features pruned ran
+// 30-41% slower than unpruned ones), and a second kernel wrote the pruned features.
+//
+// Here the 64-feature block at col_map position jb owns the output features from its
+// first one, col_map[jb] (0 for the first block), up to the next block's first one
+// (n_out for the last block): its own features and the pruned ones between them. The
+// blocks' ranges partition [0, n_out), so the kernel writes every output feature and no
+// second kernel is needed. Each 64-token sub-block is staged in shared memory as
+// [token][feature] (stage_token_rows); then each warp writes whole token rows of the
+// owned range in chunks of 64 features, a lane two neighbouring features (one 4-byte
+// store when both are in the range and the row allows it): a kept feature from shared
+// memory (out_pos[f] - jb is its column there), a pruned one act(bias[f]) (act(0)
+// without a bias), computed in fp32 as the tile kernels' epilogues compute it. Where a
+// lane's features of the first two chunks (ranges up to 126 features) sit in the box
+// is looked up once per item, not per sub-block. Two buffers per warpgroup and one barrier per sub-block: a
+// warp that passed sub-block s+1's barrier knows every warp has finished reading
+// sub-block s's rows, so it may overwrite that buffer with sub-block s+2.
+template <typename T, int WG_N, int ACT>
+__device__ __forceinline__ void epilogue_span(const Params& p, const float* acc, int feat0,
+                                              int tok0, int j0, int warp, int lane,
+                                              uint32_t obuf, int& oring, int bar) {
+  const int jb = j0 + feat0;  // first col_map position of the 64-feature block
+  if (jb >= p.n_kept) return;  // block wholly in an edge tile's padding: owns nothing
+  const int lo = jb == 0 ? 0 : p.col_map[jb];
+  const int hi = jb + 64 < p.n_kept ? p.col_map[jb + 64] : static_cast<int>(p.n_out);
+  const bool pairs = (p.stride_om & 1) == 0 && (reinterpret_cast<uintptr_t>(p.out) & 3) == 0;
+  const int f0 = (lo & ~1) + 2 * lane;  // this lane's first feature pair
+  const uint32_t cols = lane_columns(p, f0, lo, hi, jb) |
+                        lane_columns(p, f0 + 64, lo, hi, jb) << 16;
+  float b[2];
+  block_bias<T>(p, jb, warp, lane, b);
+#pragma unroll  // acc is indexed by s: unrolled, it stays in registers
+  for (int s = 0; s < WG_N / 64; ++s) {
+    const uint32_t buf = obuf + (oring & 1) * 8192u;
+    ++oring;
+    stage_token_rows<T, ACT>(acc, b, s, warp, lane, buf);
+    warpgroup_bar(bar);
+    const int tok_s = tok0 + 64 * s;
+    store_lane_rows(p, buf, tok_s, warp, f0, cols, lane_fill<T, ACT>(p, f0, cols), pairs);
+    if ((lo & ~1) + 64 < hi)
+      store_lane_rows(p, buf, tok_s, warp, f0 + 64, cols >> 16,
+                      lane_fill<T, ACT>(p, f0 + 64, cols >> 16), pairs);
+#pragma unroll 1
+    for (int f = f0 + 128; f - 2 * lane < hi; f += 64) {  // ranges wider than 128
+      const uint32_t more = lane_columns(p, f, lo, hi, jb);
+      store_lane_rows(p, buf, tok_s, warp, f, more, lane_fill<T, ACT>(p, f, more), pairs);
     }
   }
 }
@@ -618,6 +791,16 @@ __global__ void __launch_bounds__(THREADS, 1)
       for (int h = 0; h < NH; ++h) {
         const float* a = acc + h * (WG_N / 2);
         const int f0 = feat0 + 64 * h;
+        if (p.tma_out == 3) {
+          const uint32_t ob = obufs + ci * 16384u;
+          switch (p.act) {
+            case 1: epilogue_span<T, WG_N, 1>(p, a, f0, tok0, item.z, warp, lane, ob, oring, 1 + ci); break;
+            case 2: epilogue_span<T, WG_N, 2>(p, a, f0, tok0, item.z, warp, lane, ob, oring, 1 + ci); break;
+            case 3: epilogue_span<T, WG_N, 3>(p, a, f0, tok0, item.z, warp, lane, ob, oring, 1 + ci); break;
+            default: epilogue_span<T, WG_N, 0>(p, a, f0, tok0, item.z, warp, lane, ob, oring, 1 + ci); break;
+          }
+          continue;
+        }
         if (p.tma_out) {
           const uint32_t ob = obufs + ci * 16384u;
           switch (p.act) {
@@ -637,7 +820,7 @@ __global__ void __launch_bounds__(THREADS, 1)
       }
     }
     // the shared-memory buffers must outlive the bulk stores that read them
-    if (p.tma_out && wg_tid == 0) bulk_wait_all();
+    if ((p.tma_out == 1 || p.tma_out == 2) && wg_tid == 0) bulk_wait_all();
   }
 }
 
@@ -694,6 +877,11 @@ static int launch_typed(const Params& p, int block_n, int block_m, int grid,
 
 }  // namespace sfx_sm90
 
+// store: how the epilogue writes out. 0: straight from registers (features of col_map
+// only); 1: bulk tensor stores of whole tile blocks where out's rows are 16-byte aligned
+// (the host checked TilePlan.can_bulk_store), else as 0; 2: row-major out (stride_on
+// == 1) by row spans, every output feature, pruned ones included (out_pos: [n_out] int32,
+// each feature's position in col_map or -1).
 // Error codes: 0 success; > 0 a cudaError_t; -1 unsupported arguments; -2 the driver
 // has no cuTensorMapEncodeTiled; <= -1000: cuTensorMapEncodeTiled failed with
 // CUresult (-code - 1000).
@@ -702,12 +890,14 @@ extern "C" int sfx_tile_linear_sm90(
     const int* row_idx, const int* col_map, int n_kept, const void* bias, void* out,
     long long stride_on, long long stride_om, const int* items, const int* progs, int n_items,
     int num_progs, int M, int dtype, int act, int block_n, int block_m, long long n_out,
-    int tma_out, void* stream) {
+    int store, const int* out_pos, void* stream) {
   using namespace sfx_sm90;
   if (M <= 0 || n_items <= 0 || num_progs <= 0) return 0;
   if (G % 64 != 0 || G % block_n != 0 || (dtype != 0 && dtype != 1) || act < 0 || act > 3 ||
       stride_xk % 8 != 0 || (reinterpret_cast<uintptr_t>(x) & 15) != 0 ||
-      (reinterpret_cast<uintptr_t>(values) & 15) != 0)
+      (reinterpret_cast<uintptr_t>(values) & 15) != 0 || store < 0 || store > 2 ||
+      (store == 2 && (stride_on != 1 || out_pos == nullptr || n_out <= 0 ||
+                      n_out > 0x7fffffff)))
     return -1;
   Params p;
   memset(&p, 0, sizeof(p));
@@ -729,7 +919,7 @@ extern "C" int sfx_tile_linear_sm90(
   // (features contiguous) out with 16-byte aligned rows
   const bool fm_out = stride_om == 1 && stride_on % 8 == 0;
   const bool rm_out = stride_on == 1 && stride_om % 8 == 0;
-  if (tma_out && (fm_out || rm_out) && n_out > 0 &&
+  if (store == 1 && (fm_out || rm_out) && n_out > 0 &&
       (reinterpret_cast<uintptr_t>(out) & 15) == 0) {
     int err = 0;
     EncodeFn encode = encode_fn(&err);
@@ -751,6 +941,9 @@ extern "C" int sfx_tile_linear_sm90(
   p.bias = bias;
   p.row_idx = row_idx;
   p.col_map = col_map;
+  p.out_pos = out_pos;
+  p.n_out = n_out;
+  if (store == 2) p.tma_out = 3;
   p.items = reinterpret_cast<const int4*>(items);
   p.progs = progs;
   p.stride_xk = stride_xk;
@@ -773,7 +966,8 @@ extern "C" int sfx_tile_linear_sm90(
 
 extern "C" const char* sfx_tile_linear_sm90_error(int code) {
   if (code == 0) return "no error";
-  if (code == -1) return "unsupported arguments (G % 64, block sizes, alignment, dtype)";
+  if (code == -1)
+    return "unsupported arguments (G % 64, block sizes, alignment, dtype, store mode)";
   if (code == -2) return "the CUDA driver does not provide cuTensorMapEncodeTiled";
   if (code <= -1000) return "cuTensorMapEncodeTiled failed (CUresult = -code - 1000)";
   return cudaGetErrorString(static_cast<cudaError_t>(code));

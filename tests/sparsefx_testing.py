@@ -31,6 +31,10 @@ def make_tile_layer(N: int, K: int, G: int, structure: str, gen: torch.Generator
     multiple of 8);
     ``tail``: the last 5 output features pruned (the edge tile's padding would cover
     them);
+    ``spans``: like ``uneven`` densities, with pruned output features placed where a
+    row-segment epilogue must get them right: the first 3, one run of 100 (wider than
+    a 64-feature block), every other feature over a stretch of 40, the last 7
+    (needs N >= 400);
     ``slices``: tile t keeps ``SLICE_COUNTS[t % 16]`` rows, so the last 64-row K-step
     of the tiles holds every count of 16-row slices, ending inside, at and just past a
     slice boundary (needs K >= 113)."""
@@ -42,6 +46,10 @@ def make_tile_layer(N: int, K: int, G: int, structure: str, gen: torch.Generator
         kept = torch.cat([torch.arange(G), torch.arange(G + 16, N)])
     elif structure == "tail":
         kept = torch.arange(N - 5)
+    elif structure == "spans":
+        pruned = torch.zeros(N, dtype=torch.bool)
+        pruned[:3] = pruned[150:250] = pruned[300:340:2] = pruned[N - 7:] = True
+        kept = torch.nonzero(~pruned).flatten()
     T = -(-kept.numel() // G)
     if structure == "dense":
         keep = torch.ones(T, K, dtype=torch.bool)

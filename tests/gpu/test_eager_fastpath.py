@@ -373,8 +373,9 @@ def test_sm90_layers_run_in_cpp(fastpath, monkeypatch, feature_major, block_m, w
 def test_layers_with_pruned_features_run_in_cpp(fastpath, monkeypatch, feature_major,
                                                 with_bias, impl):
     """Column pruning removed output features (the "uneven" layer): the record writes
-    them after the tile kernel, as the Python path does (``activation(bias)``, or 0),
-    bit for bit the Python path's numbers; a misaligned x takes Python."""
+    them as the Python path does (``activation(bias)``, or 0: a launch after the tile
+    kernel, or for a row-major layer on the sm90 kernel that kernel's row-segment
+    epilogue), bit for bit the Python path's numbers; a misaligned x takes Python."""
     dispatch, eager_fastpath = fastpath
     if impl == "sm90":
         cfg, K, G = sm90_config(256), 320, 128
@@ -385,6 +386,8 @@ def test_layers_with_pruned_features_run_in_cpp(fastpath, monkeypatch, feature_m
     _, (_, _, row_ptr, col_map), _, _ = built
     plan = dispatch.get_plan(row_ptr, col_map, 256, G)
     assert plan.missing is not None and plan.missing.numel() > 0
+    if impl == "sm90":
+        assert plan.sm90_store(feature_major) == ("direct" if feature_major else "span")
     shape = (K, 96) if feature_major else (3, 32, K)
     misaligned_then_changed(dispatch, built, shape, "gelu", feature_major,
                             lambda args: dispatch.sparse_forward(*args, plan, cfg))

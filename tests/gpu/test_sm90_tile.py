@@ -98,7 +98,8 @@ def test_store_paths(dtype, block_m, structure, bulk_store, layout):
     """Both epilogues, both output layouts: bulk tensor stores through shared memory
     when every tile's features are one run and the edge tile's padding lies past the
     last feature (pruned features between tiles get activation(bias) and are never
-    overwritten), direct stores otherwise. N = 296: rows of a row-major output are
+    overwritten), otherwise direct stores (feature-major) or whole row segments
+    (row-major, TilePlan.sm90_store "span"). N = 296: rows of a row-major output are
     16-byte aligned (the bulk stores need that), and the last tile is an edge tile."""
     from sparsefx.runtime.cuda.plan import get_plan
     N = 296
@@ -111,6 +112,34 @@ def test_store_paths(dtype, block_m, structure, bulk_store, layout):
             zlib.crc32(f"{dtype}{block_m}{structure}{M}{layout}".encode()))
         run_case(M, 333, N, 128, structure, dtype, "gelu", True, block_m, gen,
                  feature_major=layout == "fm")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "bf16"])
+@pytest.mark.parametrize("block_m", [256, 128])
+@pytest.mark.parametrize("N", [700, 701])
+def test_row_segments_write_pruned_features(dtype, block_m, N, monkeypatch):
+    """Row-major layers whose tiles have pruned features among them: the epilogue
+    writes whole row segments (TilePlan.sm90_store "span"), the pruned features
+    included, so no second launch runs (the fill is made to fail here) and every
+    element of the NaN-poisoned output must come from the kernel. Pruned features at
+    the start, in a run wider than a 64-feature block, every other one, at the end;
+    N = 701: odd rows, so no 4-byte stores; M not a multiple of the block; every
+    activation, with and without a bias."""
+    from sparsefx.runtime.cuda import dispatch
+    from sparsefx.runtime.cuda.plan import get_plan
+
+    def no_fill(out2, feature_major, missing, bias, activation):
+        assert missing is None, "the sm90 kernel should have written the pruned features"
+    monkeypatch.setattr(dispatch, "fill_missing", no_fill)
+    for case, M in enumerate((77, 1000)):
+        gen = torch.Generator().manual_seed(zlib.crc32(f"spans{dtype}{block_m}{N}{M}".encode()))
+        packed, _ = make_tile_layer(N, 333, 128, "spans", gen)
+        plan = get_plan(packed.row_ptr.cuda(), packed.col_map.cuda(), N, 128)
+        assert plan.sm90_store(False) == "span" and plan.missing.numel() == 3 + 100 + 20 + 7
+        for act in ACTS[case::2]:
+            run_case(M, 333, N, 128, "spans", dtype, act, act != "relu", block_m,
+                     torch.Generator().manual_seed(zlib.crc32(f"{act}{gen.initial_seed()}".encode())),
+                     feature_major=False)
 
 
 @pytest.mark.parametrize("activation", ACTS)

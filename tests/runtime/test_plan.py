@@ -46,6 +46,38 @@ def test_not_storable_when_a_tile_block_would_cover_other_rows():
     assert not plan_for([], 10, 128, counts=[]).tma_store_ok
 
 
+def test_sm90_store_picks_bulk_then_span_then_direct():
+    """Bulk stores where they are valid; else whole row segments for a row-major
+    output (which also write the pruned features); else direct stores."""
+    every = plan_for(list(range(256)), 256, 128)
+    assert every.sm90_store(True) == every.sm90_store(False) == "bulk"
+    gap = plan_for(list(range(0, 128)) + list(range(138, 300)), 300, 128)
+    assert (gap.sm90_store(True), gap.sm90_store(False)) == ("bulk", "span")
+    scattered = plan_for([0, 2] + list(range(4, 130)), 130, 128)
+    assert (scattered.sm90_store(True), scattered.sm90_store(False)) == ("direct", "span")
+    assert scattered.kernel_writes_missing("span")
+    assert not scattered.kernel_writes_missing("direct")
+    assert not scattered.kernel_writes_missing("bulk")
+    # an order the packer never makes: row segments would not partition the features
+    shuffled = plan_for([1, 0] + list(range(2, 128)), 130, 128)
+    assert not shuffled.cols_increasing and shuffled.sm90_store(False) == "direct"
+    empty = plan_for([], 10, 128, counts=[])
+    assert empty.sm90_store(False) == "direct"
+
+
+def test_out_positions_invert_col_map():
+    kept = [3, 4, 9] + list(range(20, 150))
+    plan = plan_for(kept, 160, 64)
+    pos = plan.out_positions(torch.device("cpu"))
+    assert pos.dtype == torch.int32 and pos.shape == (160,)
+    expected = [-1] * 160
+    for j, f in enumerate(kept):
+        expected[f] = j
+    assert pos.tolist() == expected
+    assert plan.out_positions(torch.device("cpu")) is pos        # built once
+    assert plan_for([], 10, 128, counts=[]).out_positions("cpu").tolist() == [-1] * 10
+
+
 
 def test_blocks_table_lists_column_blocks_longest_tile_first():
     """The grid kernel's table: one row per column block, tiles by kept rows

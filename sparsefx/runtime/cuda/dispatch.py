@@ -43,6 +43,8 @@ from sparsefx.runtime.cuda.triton_launch import next_power_of_2
 from sparsefx.runtime.ops import _check_tile_args, _out_shape, apply_activation
 
 #: bump when kernels change so stale on-disk decisions are not reused
+# v15: the sm90 kernel writes row-major outputs that bulk stores cannot write by whole
+# row segments, pruned-away features included (TilePlan.sm90_store "span");
 # v14: pruned-away output features are written by one Triton launch
 # (missing_features), which changes the sparse time of layers that have them;
 # v13: feature-major layers also time the CUTLASS dense kernel (sm90_dense);
@@ -57,7 +59,7 @@ from sparsefx.runtime.ops import _check_tile_args, _out_shape, apply_activation
 # v7: the grid kernel reads its column blocks from a table (TilePlan.blocks_for);
 # v6: two-pass timing in kernel choice; v5: sm90 producer rework and bulk-store
 # epilogue; v4: sm90 CUDA C++ candidates; v3: CUDA graphs
-KERNEL_VERSION = "tile-triton-v14"
+KERNEL_VERSION = "tile-triton-v15"
 CACHE_ENV = "SPARSEFX_CACHE_DIR"
 _SUPPORTED = (torch.float16, torch.bfloat16)
 
@@ -284,7 +286,9 @@ def sparse_forward(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor,
                    cfg: TileConfig, out: Optional[Tensor] = None) -> Tensor:
     """Run the tile kernel ``cfg`` names (Triton, or the sm90 CUDA C++ kernel when
     ``cfg.impl == "sm90"``); output features absent from ``col_map`` get
-    ``activation(bias)`` (or 0) from one small indexed write.
+    ``activation(bias)`` (or 0): from the sm90 kernel itself where its epilogue writes
+    whole row segments (:meth:`TilePlan.sm90_store` ``"span"``), else from one small
+    launch after the kernel (:func:`fill_missing`).
 
     ``out`` (contiguous, right shape) lets tests pass a NaN-poisoned buffer to prove
     that every element is written."""
@@ -305,11 +309,14 @@ def sparse_forward(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor,
         x2 = transpose_2d(x2) if x_fm else x2.contiguous()
     M = x2.shape[1] if x_fm else x2.shape[0]
     if cfg.impl == "sm90":
+        store = plan.sm90_store(feature_major)
         if M:
             sm90_tile.launch(x2, values, row_idx, col_map, bias, out2, feature_major,
                              activation, cfg.block_n, cfg.block_m,
-                             _schedule(plan, cfg, M, x.device),
-                             plan.can_bulk_store(feature_major))
+                             _schedule(plan, cfg, M, x.device), store,
+                             plan.out_positions(x.device) if store == "span" else None)
+            if plan.kernel_writes_missing(store):
+                return out
     else:
         spec = _triton_launch(x2, x_fm, values, row_idx, col_map, bias, out2,
                               feature_major, activation, plan, cfg, M)
@@ -794,18 +801,23 @@ def _offer_to_cpp(fast_key: tuple, dec: Decision, args: tuple,
 def _offer_sm90_to_cpp(cfg: TileConfig, args: tuple, plan: TilePlan) -> None:
     """Register a sparse layer on the sm90 kernel, where :func:`sparse_forward` would
     pass its tensors to the library as they are (no copy, no conversion); the record
-    writes pruned-away output features after the kernel, as that function does."""
+    writes pruned-away output features as that function does (in the kernel's
+    epilogue, or by a launch after it)."""
     x, values, row_idx, row_ptr, col_map, bias, out_features, activation, fm = args
     K = x.shape[0] if fm else x.shape[-1]
     M = x.shape[1] if fm else (x.numel() // K if K else 0)
     schedule = _schedule(plan, cfg, M, x.device)
     if not M or schedule is None:
         return
+    store = plan.sm90_store(fm)
+    out_pos = plan.out_positions(x.device) if store == "span" else None
     native = sm90_tile.native_entry(
         x.stride(0) if fm else M, K, M, values, row_idx, col_map, bias, fm, out_features,
-        activation, cfg.block_n, cfg.block_m, schedule, plan.can_bulk_store(fm))
+        activation, cfg.block_n, cfg.block_m, schedule, store, out_pos)
     if native is not None:
-        eager_fastpath.register_sm90(args, M, K, native, schedule, plan.missing)
+        missing = None if plan.kernel_writes_missing(store) else plan.missing
+        eager_fastpath.register_sm90(args, M, K, native, schedule, missing,
+                                     keep=() if out_pos is None else (out_pos,))
 
 
 def _offer_dense_to_cpp(variant: str, args: tuple) -> None:

@@ -173,13 +173,16 @@ def register(args: tuple, runner) -> bool:
 
 
 def register_sm90(args: tuple, M: int, K: int, native: tuple, schedule: tuple,
-                  missing: Optional[torch.Tensor] = None) -> bool:
+                  missing: Optional[torch.Tensor] = None,
+                  keep: tuple = ()) -> bool:
     """Register a sparse layer that kernel choice runs on the sm90 tile kernel: for a
     row-major layer the Triton transpose of x, then the library's entry point with the
     fixed arguments ``native`` (:func:`sm90_tile.native_entry`) and the layer's
-    ``schedule`` tensors (kept alive by the record), then, with ``missing`` (the plan's
-    pruned-away output features), the launch that writes those. Returns whether calls
-    like ``args`` now run in C++."""
+    ``schedule`` tensors, then, with ``missing`` (the plan's pruned-away output features
+    where the kernel does not write them itself), the launch that writes those. The
+    record keeps ``schedule`` and ``keep`` (other tensors ``native`` points to: the
+    plan's ``out_positions``) alive. Returns whether calls like ``args`` now run in
+    C++."""
     x, values, row_idx, row_ptr, col_map, bias, out_features, activation, fm = args
     if not M or ((not fm or missing is not None) and _launch_hooks_set()):
         return False
@@ -193,7 +196,7 @@ def register_sm90(args: tuple, M: int, K: int, native: tuple, schedule: tuple,
     first = _row_major_transpose(x, M, K, fm)
     if first is None:
         return False
-    steps, keep, kernels = first
+    steps, keep_first, kernels = first
     fill = _fill_missing_step(x, M, out_features, fm, missing, bias, activation)
     if fill is None:
         return False
@@ -201,7 +204,8 @@ def register_sm90(args: tuple, M: int, K: int, native: tuple, schedule: tuple,
     out_shape = [out_features, M] if fm else [*x.shape[:-1], out_features]
     module.register_record(x, values, row_idx, row_ptr, col_map, bias, out_features,
                            activation, fm, out_shape, M, K,
-                           keep + list(schedule) + after_keep, steps, native, after)
+                           keep_first + list(schedule) + list(keep) + after_keep, steps,
+                           native, after)
     _keep_loaded(kernels + after_kernels)
     return True
 

@@ -37,8 +37,10 @@ class TilePlan:
     cols_contig: bool                # col_map[t*G+j] == col_map[t*G]+j, 16-aligned
     tma_store_ok: bool               # whole-tile blocks can be stored (_tile_rows_storable)
     tile_starts_aligned: bool        # every tile's first output feature % 8 == 0
+    cols_increasing: bool            # col_map strictly increasing (the packer's order)
     missing: Optional[Tensor]        # int64 (device) output features not in col_map
     profile: str                     # hash of the sorted k_t profile
+    _col_map_host: Optional[Tensor] = None   # int64 (CPU) copy of col_map
     _orders: dict = field(default_factory=dict)
     _schedules: dict = field(default_factory=dict)
     _workspaces: dict = field(default_factory=dict)
@@ -206,6 +208,43 @@ class TilePlan:
         innermost coordinate, which must be 16-byte aligned)."""
         return self.tma_store_ok and (out_feature_major or self.tile_starts_aligned)
 
+    def sm90_store(self, out_feature_major: bool) -> str:
+        """How the sm90 kernel's epilogue writes this weight's output
+        (:data:`sm90_tile.STORE_CODES`):
+
+        * ``"bulk"``: bulk tensor stores of whole tile blocks (:meth:`can_bulk_store`);
+        * ``"span"``: a row-major output whose tiles cannot be bulk-stored (column
+          pruning left gaps among a tile's features, or tile starts are unaligned).
+          Each 64-feature block writes whole row segments: its features and the pruned
+          ones up to the next block's first feature, so the kernel writes every output
+          feature (:meth:`kernel_writes_missing`). Needs ``col_map`` increasing, as the
+          packer makes it; bench/NOTES_tile.md round 18 measures it against the direct
+          stores plus the separate write of pruned features;
+        * ``"direct"``: stores from registers of the ``col_map`` features only (a
+          feature-major output whose tiles are not single runs, where the direct stores
+          write whole token rows already)."""
+        if self.can_bulk_store(out_feature_major):
+            return "bulk"
+        if not out_feature_major and self.cols_increasing and self.n_kept > 0:
+            return "span"
+        return "direct"
+
+    def kernel_writes_missing(self, store: str) -> bool:
+        """Whether the sm90 kernel with epilogue ``store`` also writes the pruned-away
+        output features (:attr:`missing`), so no separate write is needed."""
+        return store == "span"
+
+    def out_positions(self, device) -> Tensor:
+        """int32 ``[out_features]``: each output feature's position in ``col_map``, -1
+        for a pruned-away one (the ``"span"`` epilogue's lookup). Cached per device."""
+        key = ("out_pos", str(device))
+        if key not in self._orders:
+            pos = torch.full((self.out_features,), -1, dtype=torch.int32)
+            if self._col_map_host is not None and self.n_kept:
+                pos[self._col_map_host] = torch.arange(self.n_kept, dtype=torch.int32)
+            self._orders[key] = pos.to(device)
+        return self._orders[key]
+
     def _tile_starts(self) -> list[int]:
         """First packed row of each tile (``row_ptr`` on the host)."""
         starts = [0]
@@ -288,7 +327,8 @@ def build_plan(row_ptr: Tensor, col_map: Tensor, out_features: int, G: int) -> T
                     cols_contig=_cols_contiguous(cm, G),
                     tma_store_ok=_tile_rows_storable(cm, G, out_features),
                     tile_starts_aligned=cm.numel() > 0 and bool(torch.all(cm[::G] % 8 == 0)),
-                    missing=missing, profile=profile)
+                    cols_increasing=bool(torch.all(cm[1:] > cm[:-1])),
+                    missing=missing, profile=profile, _col_map_host=cm)
 
 
 def _tile_rows_storable(cm: Tensor, G: int, out_features: int) -> bool:

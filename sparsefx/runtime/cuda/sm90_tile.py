@@ -22,6 +22,10 @@ from sparsefx.runtime.cuda import build
 LIB_NAME = "tile_linear_sm90"
 SOURCES = ("tile_linear_sm90.cu",)
 ACT_CODES = {"none": 0, "relu": 1, "gelu": 2, "silu": 3}
+#: the epilogue's ways of writing out (:meth:`TilePlan.sm90_store` picks one): straight
+#: from registers; bulk tensor stores of whole tile blocks; whole row segments of a
+#: row-major output, pruned-away features included (needs ``out_pos``)
+STORE_CODES = {"direct": 0, "bulk": 1, "span": 2}
 DTYPE_CODES = {torch.float16: 0, torch.bfloat16: 1}
 #: (block_n, block_m) -> pipeline stages, as compiled in the library: [BN, 256] items
 #: shared by both consumer warpgroups (cooperative), [BN, 128] items one per warpgroup
@@ -51,7 +55,8 @@ def _configure(lib: ctypes.CDLL) -> None:
     """Declare the C signatures of the library's exported functions."""
     f = lib.sfx_tile_linear_sm90
     ll, i, p = ctypes.c_longlong, ctypes.c_int, ctypes.c_void_p
-    f.argtypes = [p, ll, p, ll, i, p, p, i, p, p, ll, ll, p, p, i, i, i, i, i, i, i, ll, i, p]
+    f.argtypes = [p, ll, p, ll, i, p, p, i, p, p, ll, ll, p, p, i, i, i, i, i, i, i, ll, i, p,
+                  p]
     f.restype = i
     lib.sfx_tile_linear_sm90_error.argtypes = [i]
     lib.sfx_tile_linear_sm90_error.restype = ctypes.c_char_p
@@ -97,17 +102,20 @@ def _aligned_x(x2: Tensor) -> Tensor:
 
 def launch(x2: Tensor, values: Tensor, row_idx: Tensor, col_map: Tensor,
            bias: Optional[Tensor], out2: Tensor, out_feature_major: bool, activation: str,
-           block_n: int, block_m: int, schedule: tuple, tma_store_ok: bool = False) -> None:
+           block_n: int, block_m: int, schedule: tuple, store: str = "direct",
+           out_pos: Optional[Tensor] = None) -> None:
     """Run the kernel: ``x2 [K, M]`` feature-major, ``out2`` ``[N, M]`` when
     ``out_feature_major`` else ``[M, N]``. ``schedule`` = (items, progs) from
     :meth:`TilePlan.schedule_for` with ``block_k = 64``; one CTA per program.
-    Writes only the output features listed in ``col_map``.
 
-    ``tma_store_ok`` (:attr:`TilePlan.tma_store_ok`, and for a row-major output also
-    :attr:`TilePlan.tile_starts_aligned`: a bulk store's innermost start coordinate must
-    be 16-byte aligned): each tile's features are one contiguous run, so the output
-    (either layout, rows 16-byte aligned) is written by bulk tensor stores that overlap
-    the next work item; otherwise the epilogue stores straight from registers."""
+    ``store`` (:meth:`TilePlan.sm90_store`) says how the epilogue writes ``out2``:
+    ``"direct"`` from registers, only the features ``col_map`` lists; ``"bulk"`` by
+    bulk tensor stores that overlap the next work item, only valid where each tile's
+    features are one contiguous run (:meth:`TilePlan.can_bulk_store`; rows of ``out2``
+    not 16-byte aligned fall back to direct stores); ``"span"`` (row-major ``out2``,
+    increasing ``col_map``) whole row segments, every output feature: the pruned-away
+    ones get ``activation(bias)``. ``out_pos`` (:meth:`TilePlan.out_positions`) is
+    required for ``"span"``."""
     lib = library()
     if lib is None:
         raise RuntimeError(f"sm90 tile kernel unavailable: {why_not()}")
@@ -116,6 +124,15 @@ def launch(x2: Tensor, values: Tensor, row_idx: Tensor, col_map: Tensor,
         raise ValueError(f"sm90 tile kernel: unsupported G={G}, block {block_n}x{block_m}")
     if x2.dtype not in DTYPE_CODES or values.dtype != x2.dtype or out2.dtype != x2.dtype:
         raise TypeError("sm90 tile kernel: x, values and out must share fp16 or bf16")
+    if store not in STORE_CODES:
+        raise ValueError(f"sm90 tile kernel: unknown store {store!r}, expected one of "
+                         f"{sorted(STORE_CODES)}")
+    if store == "span" and (out_feature_major or out2.stride(1) != 1 or out_pos is None
+                            or out_pos.dtype != torch.int32
+                            or out_pos.numel() != out2.shape[1]):
+        raise ValueError("sm90 tile kernel: store='span' needs a row-major out with "
+                         "contiguous rows and out_pos, int32 [out features] "
+                         "(TilePlan.out_positions)")
     K, M = x2.shape
     if M == 0 or col_map.numel() == 0:
         return
@@ -142,7 +159,7 @@ def launch(x2: Tensor, values: Tensor, row_idx: Tensor, col_map: Tensor,
         out2.data_ptr(), stride_on, stride_om, items.data_ptr(), progs.data_ptr(),
         items.shape[0], progs.shape[0], M, DTYPE_CODES[x2.dtype], ACT_CODES[activation],
         block_n, block_m, out2.shape[0] if out_feature_major else out2.shape[1],
-        int(tma_store_ok), stream)
+        STORE_CODES[store], 0 if store != "span" else out_pos.contiguous().data_ptr(), stream)
     if code != 0:
         msg = lib.sfx_tile_linear_sm90_error(code).decode()
         raise RuntimeError(f"sfx_tile_linear_sm90 failed ({code}): {msg}")
@@ -151,15 +168,16 @@ def launch(x2: Tensor, values: Tensor, row_idx: Tensor, col_map: Tensor,
 def native_entry(x2_row_stride: int, K: int, M: int, values: Tensor, row_idx: Tensor,
                  col_map: Tensor, bias: Optional[Tensor], out_feature_major: bool,
                  n_out: int, activation: str, block_n: int, block_m: int, schedule: tuple,
-                 tma_store_ok: bool = False) -> Optional[tuple]:
+                 store: str = "direct", out_pos: Optional[Tensor] = None) -> Optional[tuple]:
     """What the C++ eager path (csrc/eager_fastpath.cpp) needs to call the kernel itself
     for calls like this one, as :func:`launch` would call it: ``(address of
     sfx_tile_linear_sm90, x row stride, items and progs addresses, their counts, dtype
     code, activation code, block_n, block_m, output features, out strides along features
-    and tokens, bulk-store flag)``. None where :func:`launch` would first copy or
-    convert a tensor (x rows not a multiple of 8 elements apart, values not contiguous
-    and 16-byte aligned, indices not int32, a bias of another dtype or not contiguous),
-    or refuse the call. The caller keeps ``schedule``'s tensors alive."""
+    and tokens, store code, out_pos address or 0)``. None where :func:`launch` would
+    first copy or convert a tensor (x rows not a multiple of 8 elements apart, values not
+    contiguous and 16-byte aligned, indices not int32, a bias of another dtype or not
+    contiguous), or refuse the call. The caller keeps ``schedule``'s tensors and
+    ``out_pos`` alive."""
     lib = library()
     G = values.shape[1] if values.dim() == 2 else 0
     if lib is None or values.dtype not in DTYPE_CODES or not supports(G, block_n, block_m) \
@@ -173,13 +191,18 @@ def native_entry(x2_row_stride: int, K: int, M: int, values: Tensor, row_idx: Te
         return None
     if x2_row_stride % 8 or (K - 1) * x2_row_stride * values.element_size() >= 2 ** 32:
         return None
+    if store not in STORE_CODES or (store == "span" and (
+            out_feature_major or out_pos is None or out_pos.dtype != torch.int32
+            or not out_pos.is_contiguous() or out_pos.numel() != n_out)):
+        return None
     items, progs = schedule
     stride_on, stride_om = (M, 1) if out_feature_major else (1, n_out)
     entry = ctypes.cast(lib.sfx_tile_linear_sm90, ctypes.c_void_p).value
     return (entry, x2_row_stride, items.data_ptr(), progs.data_ptr(), items.shape[0],
             progs.shape[0], DTYPE_CODES[values.dtype], ACT_CODES[activation], block_n,
-            block_m, n_out, stride_on, stride_om, int(tma_store_ok))
+            block_m, n_out, stride_on, stride_om, STORE_CODES[store],
+            out_pos.data_ptr() if store == "span" else 0)
 
 
 __all__ = ["available", "why_not", "supports", "launch", "library", "native_entry",
-           "BLOCKS", "BLOCK_K"]
+           "BLOCKS", "BLOCK_K", "STORE_CODES"]
