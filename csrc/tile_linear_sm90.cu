@@ -25,8 +25,11 @@
 //    consumer c owns features [64c, 64c + 64) x all BM tokens; BN = 64: both own the 64
 //    features and split the tokens. Ping-pong kernels (BM = 128): the two take alternate
 //    items, their main loops ordered by two "turn" mbarriers. Epilogue (bias,
-//    activation, store through col_map) straight from the accumulator registers, while
-//    the producer already fills the ring for the next item.
+//    activation, store through col_map) while the producer already fills the ring for
+//    the next item, one of three ways (the host's store mode): bulk tensor stores of
+//    whole tile blocks staged in shared memory (epilogue_tma), whole row segments of a
+//    row-major out, pruned-away features included (epilogue_span), or straight from
+//    the accumulator registers (epilogue).
 //  * STAGES-deep ring of (full, empty) mbarrier pairs; the work list is the host's static
 //    longest-first list schedule (TilePlan.schedule_for): items = (first packed row, k_t,
 //    t*G + n0, M-block), progs[b] = (first item of CTA b, total K-steps).
@@ -469,7 +472,7 @@ __device__ __forceinline__ void store_lane_rows(const Params& p, uint32_t buf, i
   const int col[2] = {static_cast<int>(cols & 0xffu) - 2,
                       static_cast<int>((cols >> 8) & 0xffu) - 2};
   const bool both = pairs && col[0] != kNone && col[1] != kNone;
-  // one row at a time: unrolled by 4 (several rows' loads in flight) measured 2-7%
+  // one row at a time: unrolled by 4 (several rows' loads in flight) measured 3-10%
   // slower (bench/NOTES_tile.md round 18)
 #pragma unroll 1
   for (int q = 0; q < 16; ++q) {
