@@ -75,6 +75,8 @@ def test_out_positions_invert_col_map():
         expected[f] = j
     assert pos.tolist() == expected
     assert plan.out_positions(torch.device("cpu")) is pos        # built once
+    assert plan.sm90_store_args(False, torch.device("cpu")) == ("span", pos)
+    assert plan.sm90_store_args(True, torch.device("cpu")) == ("direct", None)
     assert plan_for([], 10, 128, counts=[]).out_positions("cpu").tolist() == [-1] * 10
 
 

@@ -309,12 +309,11 @@ def sparse_forward(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor,
         x2 = transpose_2d(x2) if x_fm else x2.contiguous()
     M = x2.shape[1] if x_fm else x2.shape[0]
     if cfg.impl == "sm90":
-        store = plan.sm90_store(feature_major)
         if M:
+            store, out_pos = plan.sm90_store_args(feature_major, x.device)
             sm90_tile.launch(x2, values, row_idx, col_map, bias, out2, feature_major,
                              activation, cfg.block_n, cfg.block_m,
-                             _schedule(plan, cfg, M, x.device), store,
-                             plan.out_positions(x.device) if store == "span" else None)
+                             _schedule(plan, cfg, M, x.device), store, out_pos)
             if plan.kernel_writes_missing(store):
                 return out
     else:
@@ -809,8 +808,7 @@ def _offer_sm90_to_cpp(cfg: TileConfig, args: tuple, plan: TilePlan) -> None:
     schedule = _schedule(plan, cfg, M, x.device)
     if not M or schedule is None:
         return
-    store = plan.sm90_store(fm)
-    out_pos = plan.out_positions(x.device) if store == "span" else None
+    store, out_pos = plan.sm90_store_args(fm, x.device)
     native = sm90_tile.native_entry(
         x.stride(0) if fm else M, K, M, values, row_idx, col_map, bias, fm, out_features,
         activation, cfg.block_n, cfg.block_m, schedule, store, out_pos)

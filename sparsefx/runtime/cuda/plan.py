@@ -229,10 +229,18 @@ class TilePlan:
             return "span"
         return "direct"
 
-    def kernel_writes_missing(self, store: str) -> bool:
+    @staticmethod
+    def kernel_writes_missing(store: str) -> bool:
         """Whether the sm90 kernel with epilogue ``store`` also writes the pruned-away
         output features (:attr:`missing`), so no separate write is needed."""
         return store == "span"
+
+    def sm90_store_args(self, out_feature_major: bool, device) -> tuple:
+        """``(store, out_pos)`` for :func:`sm90_tile.launch` and
+        :func:`sm90_tile.native_entry`: :meth:`sm90_store`, and the
+        :meth:`out_positions` table where that store reads it (else None)."""
+        store = self.sm90_store(out_feature_major)
+        return store, self.out_positions(device) if store == "span" else None
 
     def out_positions(self, device) -> Tensor:
         """int32 ``[out_features]``: each output feature's position in ``col_map``, -1

@@ -128,10 +128,10 @@ def launch(x2: Tensor, values: Tensor, row_idx: Tensor, col_map: Tensor,
         raise ValueError(f"sm90 tile kernel: unknown store {store!r}, expected one of "
                          f"{sorted(STORE_CODES)}")
     if store == "span" and (out_feature_major or out2.stride(1) != 1 or out_pos is None
-                            or out_pos.dtype != torch.int32
+                            or out_pos.dtype != torch.int32 or not out_pos.is_contiguous()
                             or out_pos.numel() != out2.shape[1]):
         raise ValueError("sm90 tile kernel: store='span' needs a row-major out with "
-                         "contiguous rows and out_pos, int32 [out features] "
+                         "contiguous rows and out_pos, contiguous int32 [out features] "
                          "(TilePlan.out_positions)")
     K, M = x2.shape
     if M == 0 or col_map.numel() == 0:
@@ -159,7 +159,7 @@ def launch(x2: Tensor, values: Tensor, row_idx: Tensor, col_map: Tensor,
         out2.data_ptr(), stride_on, stride_om, items.data_ptr(), progs.data_ptr(),
         items.shape[0], progs.shape[0], M, DTYPE_CODES[x2.dtype], ACT_CODES[activation],
         block_n, block_m, out2.shape[0] if out_feature_major else out2.shape[1],
-        STORE_CODES[store], 0 if store != "span" else out_pos.contiguous().data_ptr(), stream)
+        STORE_CODES[store], out_pos.data_ptr() if store == "span" else 0, stream)
     if code != 0:
         msg = lib.sfx_tile_linear_sm90_error(code).decode()
         raise RuntimeError(f"sfx_tile_linear_sm90 failed ({code}): {msg}")
