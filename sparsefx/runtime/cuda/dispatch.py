@@ -43,6 +43,8 @@ from sparsefx.runtime.cuda.triton_launch import next_power_of_2
 from sparsefx.runtime.ops import _check_tile_args, _out_shape, apply_activation
 
 #: bump when kernels change so stale on-disk decisions are not reused
+# v16: the tile kernels' GELU epilogue is a polynomial without erf
+# (runtime/gelu_polynomial.py), the sm90 kernel's SiLU a fast division;
 # v15: the sm90 kernel writes row-major outputs that bulk stores cannot write by whole
 # row segments, pruned-away features included (TilePlan.sm90_store "span");
 # v14: pruned-away output features are written by one Triton launch
@@ -59,7 +61,7 @@ from sparsefx.runtime.ops import _check_tile_args, _out_shape, apply_activation
 # v7: the grid kernel reads its column blocks from a table (TilePlan.blocks_for);
 # v6: two-pass timing in kernel choice; v5: sm90 producer rework and bulk-store
 # epilogue; v4: sm90 CUDA C++ candidates; v3: CUDA graphs
-KERNEL_VERSION = "tile-triton-v15"
+KERNEL_VERSION = "tile-triton-v16"
 CACHE_ENV = "SPARSEFX_CACHE_DIR"
 _SUPPORTED = (torch.float16, torch.bfloat16)
 
