@@ -13,7 +13,11 @@ reference of the same activation.
 Run it on two checkouts in one device call to compare kernel versions (the import
 path decides which ``sparsefx`` runs):
 
-    PYTHONPATH=. python bench/probe_activation_cost.py [--rounds 3] [--shapes 0,1]
+    PYTHONPATH=. python bench/probe_activation_cost.py [--rounds 3] [--shapes 0,1] \
+        [--acts none,gelu] [--row-major]
+
+``--row-major``: x [M, K] and out [M, N], so every sparse time includes the Triton
+transpose of x that the dispatcher runs first.
 """
 from __future__ import annotations
 
@@ -53,39 +57,43 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--shapes", default=",".join(map(str, range(len(SHAPES)))),
                     help="indices into SHAPES")
+    ap.add_argument("--acts", default=",".join(ACTS), help="a subset of " + ",".join(ACTS))
+    ap.add_argument("--row-major", action="store_true")
     args = ap.parse_args()
+    acts = args.acts.split(",")
+    fm = not args.row_major
     assert register_cuda_kernels()
     import sparsefx
     gen = torch.Generator().manual_seed(0)
     print(f"# {torch.cuda.get_device_name()}, sparsefx from {sparsefx.__file__}; fp16, "
-          "G=128, 75% per tile, feature-major, bias; GPU µs (CUDA graph), median of "
+          f"G=128, 75% per tile, {'feature' if fm else 'row'}-major, bias; GPU µs (CUDA graph), median of "
           f"{args.rounds} alternating rounds")
-    print("| M×K→N | kernel | " + " | ".join(ACTS) + " | gelu − none | max rel err |")
-    print("|---|---|" + "---|" * (len(ACTS) + 2))
+    print("| M×K→N | kernel | " + " | ".join(acts) + " | max rel err |")
+    print("|---|---|" + "---|" * (len(acts) + 1))
     for M, K, N in (SHAPES[int(i)] for i in args.shapes.split(",")):
         packed, tensors = make_layer(M, K, N, 128, gen)
         b = (torch.randn(N, generator=gen) * 0.5).to("cuda", torch.float16)
         x_rm = torch.randn(M, K, generator=gen).to("cuda", torch.float16)
         x = x_rm.t().contiguous()
         w = unpack_tensors(*tensors, N, K).to(torch.float16)
-        lin = F.linear(x_rm.float(), w.float(), b.float()).t()
+        lin = F.linear(x_rm.float(), w.float(), b.float())
+        lin = lin.t() if fm else lin
         plan = dispatch.get_plan(tensors[2], tensors[3], N, 128)
         dense = {"dense": lambda: F.linear(x_rm, w, b),
                  "dense+gelu": lambda: F.gelu(F.linear(x_rm, w, b)),
                  "dense+silu": lambda: F.silu(F.linear(x_rm, w, b))}
         for name, cfg in CONFIGS.items():
             runs, err = {}, 0.0
-            for act in ACTS:
-                call = (lambda act=act: dispatch.sparse_forward(x, *tensors, b, N, act, True,
-                                                                plan, cfg))
+            for act in acts:
+                call = (lambda act=act: dispatch.sparse_forward(x if fm else x_rm, *tensors,
+                                                                b, N, act, fm, plan, cfg))
                 err = max(err, rel_err(call(), apply_activation(lin, act)))
                 runs[act] = call
             t = median_times({**runs, **dense}, args.rounds)
-            print(f"| {M}×{K}→{N} | {name} | " + " | ".join(f"{t[a]:.1f}" for a in ACTS)
-                  + f" | {t['gelu'] - t['none']:+.1f} | {err:.1e} |", flush=True)
-        print(f"| {M}×{K}→{N} | dense F.linear / + F.gelu / + F.silu | {t['dense']:.1f} | | "
-              f"{t['dense+gelu']:.1f} | {t['dense+silu']:.1f} | "
-              f"{t['dense+gelu'] - t['dense']:+.1f} | |", flush=True)
+            print(f"| {M}×{K}→{N} | {name} | " + " | ".join(f"{t[a]:.1f}" for a in acts)
+                  + f" | {err:.1e} |", flush=True)
+        print(f"| {M}×{K}→{N} | dense F.linear, + F.gelu, + F.silu | {t['dense']:.1f}, "
+              f"{t['dense+gelu']:.1f}, {t['dense+silu']:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

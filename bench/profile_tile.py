@@ -70,8 +70,6 @@ def main():
     x_fm = torch.randn(K, M, generator=gen).to("cuda", torch.float16)
     bias = (torch.randn(N, generator=gen) * 0.1).to("cuda", torch.float16)
     plan = get_plan(row_ptr, col_map, N, G)
-    if args.direct_store:
-        plan.sm90_store = lambda out_feature_major: "direct"
     if args.lib:
         use_variant_library(args.lib)
 
@@ -85,7 +83,8 @@ def main():
     else:
         if args.impl == "sm90":
             bn, bm = map(int, args.block.split("x"))
-            cfg = TileConfig(bn, bm, 64, 4, 1, group_cb=32, flat=1, impl="sm90")
+            cfg = TileConfig(bn, bm, 64, 4, 1, group_cb=32, flat=1, impl="sm90",
+                             store="direct" if args.direct_store else "")
         else:
             bn, bm, bk, w_, st, gcb, flat = map(int, args.cfg.split(","))
             cfg = TileConfig(bn, bm, bk, w_, st, group_cb=gcb, flat=flat)

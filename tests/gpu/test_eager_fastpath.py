@@ -11,6 +11,7 @@ the layer's structure, another layer) is passed to Python and still correct.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from math import prod
 
 import pytest
@@ -369,16 +370,18 @@ def test_sm90_layers_run_in_cpp(fastpath, monkeypatch, feature_major, block_m, w
 
 @pytest.mark.parametrize("feature_major", [True, False], ids=["fm", "rm"])
 @pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no_bias"])
-@pytest.mark.parametrize("impl", ["triton", "sm90"])
+@pytest.mark.parametrize("impl", ["triton", "sm90", "sm90_direct"])
 def test_layers_with_pruned_features_run_in_cpp(fastpath, monkeypatch, feature_major,
                                                 with_bias, impl):
     """Column pruning removed output features (the "uneven" layer): the record writes
     them as the Python path does (``activation(bias)``, or 0: a launch after the tile
     kernel, or for a row-major layer on the sm90 kernel that kernel's row-segment
-    epilogue), bit for bit the Python path's numbers; a misaligned x takes Python."""
+    epilogue unless the config asks for direct stores), bit for bit the Python path's
+    numbers; a misaligned x takes Python."""
     dispatch, eager_fastpath = fastpath
-    if impl == "sm90":
+    if impl.startswith("sm90"):
         cfg, K, G = sm90_config(256), 320, 128
+        cfg = replace(cfg, store="direct") if impl == "sm90_direct" else cfg
     else:
         cfg, K, G = replay_configs()["grid"], 192, 64
     force_config(monkeypatch, dispatch, cfg)
@@ -386,8 +389,10 @@ def test_layers_with_pruned_features_run_in_cpp(fastpath, monkeypatch, feature_m
     _, (_, _, row_ptr, col_map), _, _ = built
     plan = dispatch.get_plan(row_ptr, col_map, 256, G)
     assert plan.missing is not None and plan.missing.numel() > 0
-    if impl == "sm90":
-        assert plan.sm90_store(feature_major) == ("direct" if feature_major else "span")
+    if impl.startswith("sm90"):
+        default = "direct" if feature_major else "span"
+        assert plan.sm90_store(feature_major) == default
+        assert plan.sm90_store(feature_major, cfg.store) == (cfg.store or default)
     shape = (K, 96) if feature_major else (3, 32, K)
     misaligned_then_changed(dispatch, built, shape, "gelu", feature_major,
                             lambda args: dispatch.sparse_forward(*args, plan, cfg))

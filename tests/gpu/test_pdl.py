@@ -1,6 +1,8 @@
 """Programmatic dependent launch (Hopper): the Triton kernels start while the kernel
 before them in the stream finishes and wait (``griddepcontrol.wait``) before reading
-anything it wrote (``triton_tile._after_previous_kernel``).
+anything it wrote (``triton_tile._after_previous_kernel``). The sm90 CUDA C++ kernel
+launches without it (bench/NOTES_tile.md round 19), but it sits in such chains: after
+the Triton transpose of a row-major x, and before the next layer's kernels.
 
 A race would show where one kernel reads what the previous one writes. So each case is
 a chain of three layers, each reading the previous layer's output, captured in a CUDA
@@ -41,6 +43,13 @@ def _run_layer(path, x, tensors, bias):
     from sparsefx.runtime.cuda.plan import get_plan
     from sparsefx.runtime.cuda.triton_tile import TileConfig
     values, row_idx, row_ptr, col_map = tensors
+    if path.startswith("sm90"):
+        # the CUDA C++ kernel; sm90_row_major: after the Triton transpose of x
+        cfg = TileConfig(128, 256 if path == "sm90" else 128, 64, 12, 4 if path == "sm90"
+                         else 6, group_cb=32, flat=1, impl="sm90")
+        plan = get_plan(row_ptr, col_map, WIDTH, 128)
+        return dispatch.sparse_forward(x, values, row_idx, row_ptr, col_map, bias, WIDTH,
+                                       "gelu", path == "sm90", plan, cfg)
     if path in ("grid", "flat", "row_major", "split"):
         # row_major: x [M, K]; the dispatcher transposes it (a Triton kernel) first
         cfg = TileConfig(128, 128, 64, 8, 3, group_cb=8, flat=2 if path == "flat" else 0,
@@ -69,15 +78,19 @@ def _check_chain(x, outs, layers, feature_major=True):
 
 
 @pytest.mark.parametrize("path", ["grid", "flat", "row_major", "split", "dense_triton",
-                                  "mm_epilogue"])
+                                  "mm_epilogue", "sm90", "sm90_row_major"])
 def test_chained_layers_under_graph_replay(fresh_cache, path):
+    from sparsefx.runtime.cuda import sm90_tile
     from sparsefx.runtime.cuda.triton_tile import pdl_enabled
     if not pdl_enabled(torch.device("cuda")):
         pytest.skip("programmatic dependent launch needs compute capability 9.0+")
+    if path.startswith("sm90") and not sm90_tile.available():
+        pytest.skip(f"sm90 tile kernel unavailable: {sm90_tile.why_not()}")
     gen = torch.Generator().manual_seed(11)
     layers = _layers(gen)
-    shape = (M, WIDTH) if path == "row_major" else (WIDTH, M)
-    fm = path != "row_major"
+    row_major = path in ("row_major", "sm90_row_major")
+    shape = (M, WIDTH) if row_major else (WIDTH, M)
+    fm = not row_major
     x = torch.randn(shape, generator=gen).to("cuda", torch.float16)
 
     def chain():

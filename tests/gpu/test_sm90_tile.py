@@ -9,6 +9,7 @@ Skipped unless the library builds and loads (compute capability 9.0 GPU + nvcc).
 from __future__ import annotations
 
 import zlib
+from dataclasses import replace
 
 import pytest
 import torch
@@ -34,7 +35,7 @@ TOL = {torch.float16: 2e-3, torch.bfloat16: 1e-2}
 
 
 def run_case(M, K, N, G, structure, dtype, activation, with_bias, block_m, gen,
-             feature_major=True):
+             feature_major=True, store=""):
     from sparsefx.runtime.cuda.dispatch import sm90_configs, sparse_forward
     from sparsefx.runtime.cuda.plan import get_plan
     sm90 = _sm90()
@@ -44,7 +45,8 @@ def run_case(M, K, N, G, structure, dtype, activation, with_bias, block_m, gen,
                                  packed.col_map.cuda())
     x = torch.randn((K, M) if feature_major else (M, K), generator=gen).to("cuda", dtype)
     bias = torch.randn(N, generator=gen).to("cuda", dtype) if with_bias else None
-    cfgs = [c for c in sm90_configs(max(M, 65), G) if c.block_m == block_m]
+    cfgs = [replace(c, store=store) for c in sm90_configs(max(M, 65), G)
+            if c.block_m == block_m]
     assert len(cfgs) == 1 and cfgs[0].impl == "sm90"
     w = unpack_tensors(values.double(), row_idx, row_ptr, col_map, N, K)
     y = w @ x.double() if feature_major else x.double() @ w.t()
@@ -140,6 +142,28 @@ def test_row_segments_write_pruned_features(dtype, block_m, N, monkeypatch):
             run_case(M, 333, N, 128, "spans", dtype, act, act != "relu", block_m,
                      torch.Generator().manual_seed(zlib.crc32(f"{act}{gen.initial_seed()}".encode())),
                      feature_major=False)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "bf16"])
+@pytest.mark.parametrize("block_m", [256, 128])
+def test_direct_stores_on_a_row_segment_layer(dtype, block_m, monkeypatch):
+    """The same layers with ``TileConfig.store = "direct"`` (the variant kernel choice
+    times against row segments): the kernel writes only the kept features, the
+    pruned-feature launch the rest; it must run (it is counted) and every element of
+    the poisoned output must be right."""
+    from sparsefx.runtime.cuda import dispatch
+    fills = []
+    real_fill = dispatch.fill_missing
+
+    def counted_fill(out2, feature_major, missing, bias, activation):
+        fills.append(None if missing is None else missing.numel())
+        real_fill(out2, feature_major, missing, bias, activation)
+    monkeypatch.setattr(dispatch, "fill_missing", counted_fill)
+    for M, act in ((77, "gelu"), (1000, "relu")):
+        gen = torch.Generator().manual_seed(zlib.crc32(f"direct{dtype}{block_m}{M}".encode()))
+        run_case(M, 333, 701, 128, "spans", dtype, act, act == "gelu", block_m, gen,
+                 feature_major=False, store="direct")
+    assert fills == [130, 130], "the pruned features must come from the fill launch"
 
 
 @pytest.mark.parametrize("activation", ACTS)

@@ -10,6 +10,8 @@ Needs triton importable (dispatch imports the Triton kernels); no GPU.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -20,10 +22,14 @@ from sparsefx.runtime.cuda.plan import build_plan  # noqa: E402
 from sparsefx.runtime.cuda.triton_tile import TileConfig  # noqa: E402
 
 A, B, C, D = (TileConfig(128, bm, 64, 4, 4) for bm in (16, 32, 64, 128))
+S = TileConfig(128, 256, 64, 12, 4, group_cb=32, flat=1, impl="sm90")
+S_DIRECT = replace(S, store="direct")
+#: features 8..11 pruned: a row-major output the sm90 kernel writes by row segments
+GAP = [*range(8), *range(12, 16)]
 
 
 def measure(monkeypatch, script, configs=(A, B, C, D), feature_major=False,
-            fm_variants=("direct", "via_row_major"), warmup=50.0):
+            fm_variants=("direct", "via_row_major"), warmup=50.0, kept=range(16)):
     """Run _measure with ``script`` as the successive _time_ms results after the
     warm-up timing (``warmup``; a row-major layer times one dense variant, a
     feature-major one ``fm_variants``)."""
@@ -40,7 +46,7 @@ def measure(monkeypatch, script, configs=(A, B, C, D), feature_major=False,
     monkeypatch.setattr(dispatch, "dense_variants",
                         lambda fm, M, K=None: fm_variants if fm else ("direct",))
     row_ptr = torch.tensor([0, 3], dtype=torch.int32)
-    col_map = torch.arange(16, dtype=torch.int32)
+    col_map = torch.tensor(list(kept), dtype=torch.int32)
     plan = build_plan(row_ptr, col_map, 16, 16)
     x = torch.zeros(16, 8)
     dec = dispatch._measure(x, None, None, row_ptr, col_map, None, 16, "none",
@@ -166,3 +172,38 @@ def test_feature_major_dense_variants_include_the_triton_kernel():
         assert fm[:3] == ("direct", "via_row_major", "mm_epilogue") and len(fm) > 3
         assert all(v.startswith("triton_fm_") for v in fm[3:])
         assert dispatch.dense_variants(False, M) == ("direct",)
+
+
+def test_row_segment_layers_also_time_direct_stores():
+    """Where the sm90 kernel's default epilogue is row segments, each sm90 candidate
+    is also timed with direct stores plus the pruned-feature launch; nowhere else."""
+    span = build_plan(torch.tensor([0, 3]), torch.tensor(GAP), 16, 16)
+    bulk = build_plan(torch.tensor([0, 3]), torch.arange(16), 16, 16)
+    assert span.sm90_store(False) == "span" and bulk.sm90_store(False) == "bulk"
+    assert dispatch.with_store_variants([A, S], span, False) == [A, S, S_DIRECT]
+    assert dispatch.with_store_variants([A, S], span, True) == [A, S]    # fm: direct
+    assert dispatch.with_store_variants([A, S], bulk, False) == [A, S]
+    # a second pass adds nothing: the variant is not doubled again
+    twice = dispatch.with_store_variants([A, S, S_DIRECT], span, False)
+    assert twice == [A, S, S_DIRECT]
+
+
+def test_choice_keeps_direct_stores_when_they_time_faster(monkeypatch):
+    # screening: dense 10, S 5, S_DIRECT 4; rounds over dense, S_DIRECT, S
+    dec = measure(monkeypatch, [10, 5, 4,
+                                10, 4, 5,
+                                5.1, 4.1, 10,
+                                10, 4.2, 5], configs=(S,), kept=GAP)
+    assert dec.choice == "sparse" and dec.config == S_DIRECT and dec.sparse_ms == 4.1
+    assert {TileConfig.from_dict(c) for c, _ in dec.candidates} == {S, S_DIRECT}
+    assert dispatch.Decision.from_dict(dec.to_dict()).config.store == "direct"
+
+
+def test_store_is_an_sm90_epilogue_name():
+    with pytest.raises(ValueError, match="only for impl='sm90'"):
+        TileConfig(128, 128, 64, 4, 4, store="direct")
+    with pytest.raises(ValueError, match="store is one of"):
+        replace(S, store="rows")
+    # decisions cached before the field existed load with the plan's default
+    old = {k: v for k, v in S.to_dict().items() if k != "store"}
+    assert TileConfig.from_dict(old) == S and S.store == ""

@@ -2,6 +2,7 @@
 weight): the flags that decide which store path the kernels may take."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from sparsefx.runtime.cuda.plan import build_plan
@@ -63,6 +64,30 @@ def test_sm90_store_picks_bulk_then_span_then_direct():
     assert not shuffled.cols_increasing and shuffled.sm90_store(False) == "direct"
     empty = plan_for([], 10, 128, counts=[])
     assert empty.sm90_store(False) == "direct"
+
+
+def test_sm90_store_takes_a_requested_store_that_applies():
+    """A config's ``store`` (kernel choice times direct stores against row segments)
+    is honoured where it applies and refused, by name, where it does not."""
+    cpu = torch.device("cpu")
+    gap = plan_for(list(range(0, 128)) + list(range(138, 300)), 300, 128)
+    assert gap.sm90_stores(False) == ("span", "direct")
+    assert gap.sm90_stores(True) == ("bulk", "direct")
+    assert gap.sm90_store(False, "direct") == "direct"
+    assert gap.sm90_store(False, "span") == "span"
+    assert gap.sm90_store_args(False, cpu, "direct") == ("direct", None)
+    assert gap.sm90_store_args(False, cpu, "")[0] == "span"
+    with pytest.raises(ValueError, match="'span' does not apply.*feature-major"):
+        gap.sm90_store(True, "span")
+    with pytest.raises(ValueError, match="'bulk'"):
+        gap.sm90_store(False, "bulk")
+    # where bulk stores apply, row segments are not offered (bulk is the tested path)
+    every = plan_for(list(range(256)), 256, 128)
+    assert every.sm90_stores(False) == every.sm90_stores(True) == ("bulk", "direct")
+    with pytest.raises(ValueError):
+        every.sm90_store(False, "span")
+    shuffled = plan_for([1, 0] + list(range(2, 128)), 130, 128)
+    assert shuffled.sm90_stores(False) == ("direct",)
 
 
 def test_out_positions_invert_col_map():

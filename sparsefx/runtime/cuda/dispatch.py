@@ -23,7 +23,7 @@ import os
 import statistics
 import threading
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -43,6 +43,8 @@ from sparsefx.runtime.cuda.triton_launch import next_power_of_2
 from sparsefx.runtime.ops import _check_tile_args, _out_shape, apply_activation
 
 #: bump when kernels change so stale on-disk decisions are not reused
+# v17: row-major layers whose sm90 default is the row-segment epilogue also time the
+# sm90 kernel with direct stores plus the pruned-feature launch (TileConfig.store);
 # v16: the tile kernels' GELU epilogue is a polynomial without erf
 # (runtime/gelu_polynomial.py), the sm90 kernel's SiLU a fast division;
 # v15: the sm90 kernel writes row-major outputs that bulk stores cannot write by whole
@@ -61,7 +63,7 @@ from sparsefx.runtime.ops import _check_tile_args, _out_shape, apply_activation
 # v7: the grid kernel reads its column blocks from a table (TilePlan.blocks_for);
 # v6: two-pass timing in kernel choice; v5: sm90 producer rework and bulk-store
 # epilogue; v4: sm90 CUDA C++ candidates; v3: CUDA graphs
-KERNEL_VERSION = "tile-triton-v16"
+KERNEL_VERSION = "tile-triton-v17"
 CACHE_ENV = "SPARSEFX_CACHE_DIR"
 _SUPPORTED = (torch.float16, torch.bfloat16)
 
@@ -265,6 +267,28 @@ def sm90_configs(M: int, G: int) -> list[TileConfig]:
             for bm in (256, 128) if sm90_tile.supports(G, bn, bm)]
 
 
+def with_store_variants(configs: Sequence[TileConfig], plan: TilePlan,
+                        feature_major: bool) -> list[TileConfig]:
+    """``configs`` with each sm90 candidate also as a direct-store variant
+    (``store="direct"``, pruned-away features then written by :func:`fill_missing`)
+    where the plan's default epilogue for this layer is the row-segment one
+    (:meth:`TilePlan.sm90_store` ``"span"``).
+
+    Why only there: row segments drop the separate fill but stage every row through
+    shared memory, and which costs more depends on the shape (bench/NOTES_tile.md
+    round 18: 1.03-1.11x faster at three shapes, 0.89-0.91x at 4096x768->3072). Where
+    bulk stores apply they are not paired with direct stores: they won by 1.25-1.6x
+    where both were measured (round 4)."""
+    if plan.sm90_store(feature_major) != "span":
+        return list(configs)
+    out = []
+    for cfg in configs:
+        out.append(cfg)
+        if cfg.impl == "sm90" and not cfg.store:
+            out.append(replace(cfg, store="direct"))
+    return _dedupe(out)
+
+
 def default_config(M: int, G: int, feature_major: bool) -> TileConfig:
     """The config used without timing (CUDA graph capture with no decision cached)."""
     if M <= 64:
@@ -312,7 +336,7 @@ def sparse_forward(x: Tensor, values: Tensor, row_idx: Tensor, row_ptr: Tensor,
     M = x2.shape[1] if x_fm else x2.shape[0]
     if cfg.impl == "sm90":
         if M:
-            store, out_pos = plan.sm90_store_args(feature_major, x.device)
+            store, out_pos = plan.sm90_store_args(feature_major, x.device, cfg.store)
             sm90_tile.launch(x2, values, row_idx, col_map, bias, out2, feature_major,
                              activation, cfg.block_n, cfg.block_m,
                              _schedule(plan, cfg, M, x.device), store, out_pos)
@@ -641,7 +665,8 @@ def _measure(x, values, row_idx, row_ptr, col_map, bias, out_features, activatio
     _time_ms(lambda: dense_forward(*args, "direct"))
     dense_times = _screen(dense_variants(feature_major, shape["M"], shape.get("K")), time_dense)
     workspaces = plan.workspace_keys()
-    configs = [cfg for cfg in candidate_configs(shape["M"], plan.G, feature_major)
+    configs = [cfg for cfg in with_store_variants(
+                   candidate_configs(shape["M"], plan.G, feature_major), plan, feature_major)
                if not cfg.split or _split_worth_timing(plan, cfg, shape["M"], x.device)]
     times = _screen(configs, time_sparse)
     final_dense = _fastest(dense_times, DENSE_FINALISTS)
@@ -810,7 +835,7 @@ def _offer_sm90_to_cpp(cfg: TileConfig, args: tuple, plan: TilePlan) -> None:
     schedule = _schedule(plan, cfg, M, x.device)
     if not M or schedule is None:
         return
-    store, out_pos = plan.sm90_store_args(fm, x.device)
+    store, out_pos = plan.sm90_store_args(fm, x.device, cfg.store)
     native = sm90_tile.native_entry(
         x.stride(0) if fm else M, K, M, values, row_idx, col_map, bias, fm, out_features,
         activation, cfg.block_n, cfg.block_m, schedule, store, out_pos)

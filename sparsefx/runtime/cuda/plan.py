@@ -208,9 +208,10 @@ class TilePlan:
         innermost coordinate, which must be 16-byte aligned)."""
         return self.tma_store_ok and (out_feature_major or self.tile_starts_aligned)
 
-    def sm90_store(self, out_feature_major: bool) -> str:
+    def sm90_store(self, out_feature_major: bool, requested: str = "") -> str:
         """How the sm90 kernel's epilogue writes this weight's output
-        (:data:`sm90_tile.STORE_CODES`):
+        (:data:`sm90_tile.STORE_CODES`): ``requested`` (a :attr:`TileConfig.store`)
+        when given, else the first of these that applies (:meth:`sm90_stores`):
 
         * ``"bulk"``: bulk tensor stores of whole tile blocks (:meth:`can_bulk_store`);
         * ``"span"``: a row-major output whose tiles cannot be bulk-stored (column
@@ -218,16 +219,34 @@ class TilePlan:
           Each 64-feature block writes whole row segments: its features and the pruned
           ones up to the next block's first feature, so the kernel writes every output
           feature (:meth:`kernel_writes_missing`). Needs ``col_map`` increasing, as the
-          packer makes it; bench/NOTES_tile.md round 18 measures it against the direct
-          stores plus the separate write of pruned features;
-        * ``"direct"``: stores from registers of the ``col_map`` features only (a
-          feature-major output whose tiles are not single runs, where the direct stores
-          write whole token rows already)."""
+          packer makes it;
+        * ``"direct"``: stores from registers of the ``col_map`` features only, which
+          always applies (pruned-away features are then written by a launch after the
+          kernel).
+
+        Which of ``"span"`` and ``"direct"`` is faster depends on the shape
+        (bench/NOTES_tile.md rounds 18 and 20), so kernel choice times both
+        (:func:`dispatch.with_store_variants`). Raises ``ValueError`` when ``requested``
+        does not apply to this weight and layout."""
+        stores = self.sm90_stores(out_feature_major)
+        if not requested:
+            return stores[0]
+        if requested not in stores:
+            raise ValueError(f"sm90 store {requested!r} does not apply to this weight "
+                             f"({'feature' if out_feature_major else 'row'}-major output); "
+                             f"it allows {stores}")
+        return requested
+
+    def sm90_stores(self, out_feature_major: bool) -> tuple[str, ...]:
+        """The epilogue stores the sm90 kernel may use for this weight and layout: the
+        default (:meth:`sm90_store`) first, then ``"direct"``, which always applies.
+        ``"span"`` is offered only where bulk stores do not apply: where both would,
+        bulk stores are the path the GPU tests cover."""
         if self.can_bulk_store(out_feature_major):
-            return "bulk"
+            return ("bulk", "direct")
         if not out_feature_major and self.cols_increasing and self.n_kept > 0:
-            return "span"
-        return "direct"
+            return ("span", "direct")
+        return ("direct",)
 
     @staticmethod
     def kernel_writes_missing(store: str) -> bool:
@@ -235,11 +254,11 @@ class TilePlan:
         output features (:attr:`missing`), so no separate write is needed."""
         return store == "span"
 
-    def sm90_store_args(self, out_feature_major: bool, device) -> tuple:
+    def sm90_store_args(self, out_feature_major: bool, device, requested: str = "") -> tuple:
         """``(store, out_pos)`` for :func:`sm90_tile.launch` and
         :func:`sm90_tile.native_entry`: :meth:`sm90_store`, and the
         :meth:`out_positions` table where that store reads it (else None)."""
-        store = self.sm90_store(out_feature_major)
+        store = self.sm90_store(out_feature_major, requested)
         return store, self.out_positions(device) if store == "span" else None
 
     def out_positions(self, device) -> Tensor:

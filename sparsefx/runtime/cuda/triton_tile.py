@@ -40,6 +40,7 @@ import triton.language as tl
 from torch import Tensor
 
 from sparsefx.runtime import gelu_polynomial
+from sparsefx.runtime.cuda.sm90_tile import STORE_CODES
 from sparsefx.runtime.cuda.triton_launch import KernelLaunch, next_power_of_2
 
 #: activation name -> constexpr code used inside the kernel
@@ -57,6 +58,8 @@ class TileConfig:
     feature-major x and runs ``flat`` persistent CTAs per SM). ``split`` (grid kernel
     only) cuts column blocks longer than ``ceil(mean K-steps / split)`` into parts
     whose fp32 sums the last part to finish adds (:meth:`TilePlan.split_blocks_for`).
+    ``store`` (sm90 kernel only) names the epilogue's way of writing the output
+    (:meth:`TilePlan.sm90_store`); empty: the plan's default for the layer.
     """
 
     block_n: int
@@ -69,11 +72,15 @@ class TileConfig:
     flat: int = 0                # >0: flattened persistent kernel, this many programs/SM
     impl: str = "triton"         # "triton" or "sm90"
     split: int = 0               # >0: grid kernel with split-K (TilePlan.split_blocks_for)
+    store: str = ""              # sm90 only: a key of sm90_tile.STORE_CODES, "" = default
 
     def __post_init__(self):
         if self.split and (self.flat or self.impl != "triton"):
             raise ValueError(f"split-K runs only in the Triton grid kernel (flat=0, "
                              f"impl='triton'), got {self}")
+        if self.store and (self.impl != "sm90" or self.store not in STORE_CODES):
+            raise ValueError(f"store is one of {sorted(STORE_CODES)} and only for "
+                             f"impl='sm90', got {self}")
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
