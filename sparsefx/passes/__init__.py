@@ -7,7 +7,8 @@ Order matters and each pass's docstring says what must run before it:
   importance is computed on the weights that will run) → ``find_prunable`` →
   ``score_importance`` → ``prune_tiles`` → ``restore_elements``;
 * rewrite: ``fold_attention_mask`` → ``pack_weights`` → ``substitute_ops`` → ``fuse_epilogue`` →
-  ``fuse_layernorm`` → ``propagate_layout`` → ``choose_kernel`` → ``clean_graph``.
+  ``fold_pruned_features`` → ``fuse_layernorm`` → ``propagate_layout`` → ``choose_kernel`` →
+  ``clean_graph``.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from sparsefx.passes.clean_graph import CleanGraph
 from sparsefx.passes.find_prunable import FindPrunable
 from sparsefx.passes.fold_attention_mask import FoldAttentionMask
 from sparsefx.passes.fold_batchnorm import FoldBatchnorm
+from sparsefx.passes.fold_pruned_features import FoldPrunedFeatures
 from sparsefx.passes.fuse_epilogue import FuseEpilogue
 from sparsefx.passes.fuse_layernorm import FuseLayernorm
 from sparsefx.passes.infra import PassContext, PassManager, PassResult, Record
@@ -35,12 +37,13 @@ def analysis_passes(config=None) -> list:
 
 def rewrite_passes() -> list:
     """Passes that edit the graph to run the decisions."""
-    return [FoldAttentionMask(), PackWeights(), SubstituteOps(), FuseEpilogue(), FuseLayernorm(),
-            PropagateLayout(), ChooseKernel(), CleanGraph()]
+    return [FoldAttentionMask(), PackWeights(), SubstituteOps(), FuseEpilogue(),
+            FoldPrunedFeatures(), FuseLayernorm(), PropagateLayout(), ChooseKernel(),
+            CleanGraph()]
 
 
 __all__ = ["PassContext", "PassManager", "PassResult", "Record", "analysis_passes",
            "rewrite_passes", "FoldBatchnorm", "FindPrunable", "ScoreImportance",
            "PruneTiles", "RestoreElements", "PackWeights", "SubstituteOps", "FuseEpilogue",
            "FuseLayernorm", "PropagateLayout", "ChooseKernel", "CleanGraph",
-           "FoldAttentionMask"]
+           "FoldAttentionMask", "FoldPrunedFeatures"]
