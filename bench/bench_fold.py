@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import sparsefx  # noqa: E402
 import sparsefx.api  # noqa: E402
-from bench_models import build, first_tensor, graphed, time_ms  # noqa: E402
+from bench_models import build, first_tensor, graphed, profile_split, time_ms  # noqa: E402
 from sparsefx.passes import rewrite_passes  # noqa: E402
 from sparsefx.passes.fold_pruned_features import FoldPrunedFeatures  # noqa: E402
 
@@ -110,6 +110,9 @@ def run(name: str, layout: str, sparsity: float) -> list[str]:
                 sides[fold]["rounds"].append(time_ms(sides[fold]["replay"], device,
                                                      args.iters))
         agree = rel_err(sides[True]["sm"](*inputs), sides[False]["sm"](*inputs))
+        for side in sides.values():      # GPU time per kernel name of one eager forward
+            side["kernels"] = {}
+            profile_split(lambda: side["sm"](*inputs), device, side["kernels"])
     lines.append(f"### {name}, {sparsity:.0%}, {layout}")
     lines.append("")
     lines.append(f"dense: {dense_ms:.3f} ms. Folded vs unfolded outputs: rel diff {agree:.1e}.")
@@ -129,7 +132,22 @@ def run(name: str, layout: str, sparsity: float) -> list[str]:
         lines.append(f"| {'with fold' if fold else 'without fold'} | {n} ({feats}) | "
                      f"**{ms:.3f}** ({rounds}){graph} | {dense_ms / ms:.2f} | "
                      f"{side['err']:.1e} | {cells} | {side['compile_s']:.0f} |")
+    if args.kernels:
+        lines += ["", kernel_table(sides[True]["kernels"], sides[False]["kernels"])]
     return lines
+
+
+def kernel_table(with_fold: dict, without: dict) -> str:
+    """The kernels whose GPU time per forward differs most between the two sides."""
+    names = sorted(set(with_fold) | set(without),
+                   key=lambda k: -abs(with_fold.get(k, 0.0) - without.get(k, 0.0)))
+    rows = ["| kernel (one eager forward, profiler) | with fold ms | without ms |",
+            "|---|---|---|"]
+    for name in names[:args.kernels]:
+        rows.append(f"| `{name[:70]}` | {with_fold.get(name, 0.0):.3f} | "
+                    f"{without.get(name, 0.0):.3f} |")
+    rows.append(f"| total | {sum(with_fold.values()):.3f} | {sum(without.values()):.3f} |")
+    return "\n".join(rows)
 
 
 def main() -> None:
@@ -155,6 +173,8 @@ if __name__ == "__main__":
     parser.add_argument("--G", type=int, default=128)
     parser.add_argument("--iters", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--kernels", type=int, default=10,
+                        help="list the N kernels whose time differs most (0: none)")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     if args.smoke:

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparsefx.passes._match import shape_of
-from sparsefx.passes.fold_pruned_features import FoldPrunedFeatures
+from sparsefx.passes.fold_pruned_features import FoldPrunedFeatures, _padded_width
 from sparsefx.passes.fuse_epilogue import FuseEpilogue, get_op_arg
 from sparsefx.patterns.tile import unpack_tensors
 
@@ -72,15 +72,21 @@ def test_pruned_features_fold_into_the_next_layer(build, act, fc2_bias):
     [record] = result.records
     assert record.action == "folded" and record.layer == "fc1"
     assert record.numbers == {"into": "fc2", "features": len(pruned),
+                              "padding": record.numbers["padding"],
                               "consumer_rows_removed": rows_at_pruned,
                               "consumer_rows_left": fc2.values.shape[0] - rows_at_pruned}
     first, second = ops_in(gm, TILE)
     n_kept = kept.numel()
-    assert get_op_arg(first, "out_features") == n_kept
-    assert shape_of(first)[-1] == n_kept
+    width = -(-n_kept // 8) * 8                    # padded to 16 bytes in half precision
+    assert record.numbers.get("padding") == width - n_kept
+    assert get_op_arg(first, "out_features") == width
+    assert shape_of(first)[-1] == width
     new1, new2 = gm.sparsefx_packed.fc1, gm.sparsefx_packed.fc2
-    assert torch.equal(new1.col_map, torch.arange(n_kept, dtype=torch.int32))
-    assert new1.out_features == n_kept and new2.in_features == n_kept
+    assert torch.equal(new1.col_map, torch.arange(width, dtype=torch.int32))
+    assert new1.out_features == width and new2.in_features == width
+    hidden = torch.ops.sparsefx.tile_linear(x, new1.values, new1.row_idx, new1.row_ptr,
+                                            new1.col_map, new1.bias, width, act)
+    assert torch.equal(hidden[:, n_kept:], torch.zeros(13, width - n_kept))
     assert new2.values.shape[0] == fc2.values.shape[0] - rows_at_pruned
     for t in range(new2.row_ptr.numel() - 1):      # rows stay ascending per tile
         rows = new2.row_idx[new2.row_ptr[t]:new2.row_ptr[t + 1]]
@@ -95,6 +101,13 @@ def test_pruned_features_fold_into_the_next_layer(build, act, fc2_bias):
     ref = F.linear(activation(F.linear(x.double(), w1, b1)), w2, b2)
     assert rel(after.double(), ref) < 1e-5
     assert not FoldPrunedFeatures()(gm, ctx).modified
+
+
+@pytest.mark.parametrize("n_kept,G,width", [(2387, 128, 2392), (2304, 128, 2304),
+                                            (13, 12, 16), (19, 10, 19), (1, 16, 8)])
+def test_compacted_width_is_padded_to_16_bytes_where_the_edge_tile_has_room(n_kept, G,
+                                                                            width):
+    assert _padded_width(n_kept, G, "gelu") == width
 
 
 def test_consumer_without_bias_gets_none_when_the_term_is_zero(build):
@@ -115,9 +128,9 @@ def test_folds_through_an_inference_dropout(build):
     x = torch.randn(7, 32)
     before = run(gm, x)
     assert FoldPrunedFeatures()(gm, ctx).modified
-    n_kept = gm.sparsefx_packed.fc1.col_map.numel()
+    width = gm.sparsefx_packed.fc1.out_features
     dropouts = [n for n in gm.graph.nodes if n.op == "call_module" and "drop" in n.target]
-    assert dropouts and all(shape_of(n)[-1] == n_kept for n in dropouts)
+    assert dropouts and all(shape_of(n)[-1] == width for n in dropouts)
     assert rel(run(gm, x), before) < 1e-5
 
 
