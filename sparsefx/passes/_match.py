@@ -153,6 +153,21 @@ def copy_meta(src: fx.Node, dst: fx.Node, keys=("val", "tensor_meta")) -> None:
             dst.meta[key] = src.meta[key]
 
 
+def set_shape_meta(node: fx.Node, shape: tuple, dtype: torch.dtype,
+                   like_val: Any = None) -> None:
+    """Give ``node`` shape meta ``shape``: ``tensor_meta`` always, and ``val`` made from
+    the fake tensor ``like_val`` when there is one (dropped when that tensor can no
+    longer make new ones, e.g. outside its fake mode)."""
+    from torch.fx.passes.shape_prop import _extract_tensor_metadata
+    node.meta["tensor_meta"] = _extract_tensor_metadata(
+        torch.empty(shape, dtype=dtype, device="meta"))
+    if isinstance(like_val, torch.Tensor):
+        try:
+            node.meta["val"] = like_val.new_empty(shape)
+        except Exception:   # a fake tensor outside its mode: keep tensor_meta only
+            node.meta.pop("val", None)
+
+
 def op_arg(node: fx.Node, name: str) -> Any:
     """An argument of a call to a schema'd op (``torch.ops.*``) by name, falling back to
     the schema default when the call leaves it out."""

@@ -58,10 +58,9 @@ from typing import Optional
 
 import torch
 from torch import Tensor, fx, nn
-from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
 from sparsefx.layers import get_attr_path
-from sparsefx.passes._match import match_identity_dropout
+from sparsefx.passes._match import match_identity_dropout, set_shape_meta
 from sparsefx.passes.fuse_epilogue import get_op_arg, set_op_arg
 from sparsefx.passes.infra import LAYER_META, PassContext, PassResult, Record
 from sparsefx.patterns.tile import TilePacked, unpack
@@ -136,12 +135,13 @@ def _only_reader(gm: fx.GraphModule, producer: fx.Node
             passthrough.append(user)
             value = user
             continue
-        if (_is_row_major_tile_op(user) and user.args[0] is value
-                and value not in user.args[1:] and value not in user.kwargs.values()
-                and _packed(gm, user) is not None
-                and _packed(gm, user).in_features == get_op_arg(producer, "out_features")):
-            return user, passthrough
-        return None
+        if not (_is_row_major_tile_op(user) and user.args[0] is value
+                and value not in user.args[1:] and value not in user.kwargs.values()):
+            return None
+        reader = _packed(gm, user)
+        if reader is None or reader.in_features != get_op_arg(producer, "out_features"):
+            return None
+        return user, passthrough
     return None
 
 
@@ -286,18 +286,9 @@ def _replace_module(gm: fx.GraphModule, path: str, module: nn.Module) -> None:
 def _set_last_dim(node: fx.Node, size: int) -> None:
     """Shape meta of ``node`` with its last (feature) dimension ``size``."""
     val = node.meta.get("val")
-    meta = node.meta.get("tensor_meta")
-    source = val if isinstance(val, torch.Tensor) else meta
-    if source is None:
-        return
-    shape = (*tuple(source.shape)[:-1], size)
-    node.meta["tensor_meta"] = _extract_tensor_metadata(
-        torch.empty(shape, dtype=source.dtype, device="meta"))
-    if isinstance(val, torch.Tensor):
-        try:
-            node.meta["val"] = val.new_empty(shape)
-        except Exception:   # a fake tensor outside its mode: keep tensor_meta only
-            node.meta.pop("val", None)
+    source = val if isinstance(val, torch.Tensor) else node.meta.get("tensor_meta")
+    if source is not None:
+        set_shape_meta(node, (*tuple(source.shape)[:-1], size), source.dtype, val)
 
 
 def _drop_stale_attr_meta(gm: fx.GraphModule, paths: tuple[str, ...]) -> None:

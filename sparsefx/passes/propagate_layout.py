@@ -64,7 +64,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
 from sparsefx.passes._match import (SPARSE_LINEAR_OPS, op_arg, arg, dtype_of, match_activation,
-                                    match_identity_dropout, shape_of)
+                                    match_identity_dropout, set_shape_meta, shape_of)
 from sparsefx.passes.infra import LAYER_META, PassContext, PassResult, Record
 from sparsefx.runtime import layout
 from sparsefx.runtime.norm_ops import OP as BRLN_OP
@@ -350,13 +350,7 @@ def _set_fm_meta(node: fx.Node, shape: Optional[tuple], like: Optional[fx.Node] 
     for key in ("val", "tensor_meta"):
         if key in node.meta:
             node.meta[f"sparsefx.rm_{key}"] = node.meta[key]
-    node.meta["tensor_meta"] = _extract_tensor_metadata(
-        torch.empty(fm_shape, dtype=dtype, device="meta"))
-    if isinstance(val, torch.Tensor):
-        try:
-            node.meta["val"] = val.new_empty(fm_shape)
-        except Exception:   # a fake tensor outside its mode: keep tensor_meta only
-            node.meta.pop("val", None)
+    set_shape_meta(node, fm_shape, dtype, val)
 
 
 # --------------------------------------------------------------------------- clean-up
