@@ -55,8 +55,9 @@ def part1() -> list[str]:
     for label, (B, S, H, d) in [("BERT-base heads", (32, 128, 12, 64)),
                                 ("BERT-large heads", (32, 128, 16, 64)),
                                 ("Llama-7B heads", (2, 2048, 32, 128))]:
-        q, k, v = (torch.randn(B, H, S, d, device="cuda", dtype=torch.float16)
-                   for _ in range(3))
+        # as HF attention makes them: views [B, H, S, d] of row-major [B, S, H, d]
+        q, k, v = (torch.randn(B, S, H, d, device="cuda", dtype=torch.float16)
+                   .transpose(1, 2) for _ in range(3))
         a = F.scaled_dot_product_attention(q, k, v)
         note = "" if a.transpose(1, 2).is_contiguous() else " (SDPA out not [B,S,H,d])"
         assert torch.equal(layout.heads_to_feature_major(a), aten_heads_to_feature_major(a))
