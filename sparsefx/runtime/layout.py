@@ -83,10 +83,11 @@ def _transposed(x2: Tensor) -> Tensor:
 
 
 def _tiled_transpose_applies(x2: Tensor) -> bool:
-    """The Triton transpose runs only on a plain CUDA tensor with contiguous rows, in
-    plain execution: not under a tracer or a dispatch mode (it would not be recorded),
-    and not where autograd records (it has no backward)."""
-    if not x2.is_cuda or type(x2) is not Tensor or x2.stride(-1) != 1 or not x2.numel():
+    """The Triton transpose runs only on a plain CUDA tensor in plain execution: not
+    under a tracer or a dispatch mode (it would not be recorded), and not where autograd
+    records (it has no backward). ``transpose_2d`` itself sends strided rows and empty
+    tensors to ``aten``."""
+    if not x2.is_cuda or type(x2) is not Tensor:
         return False
     if x2.requires_grad and torch.is_grad_enabled():
         return False

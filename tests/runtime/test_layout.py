@@ -62,9 +62,10 @@ def test_gpu_conversions_match_the_aten_copy(dtype, shape):
 
 @pytest.mark.cuda
 def test_gpu_heads_of_sdpa_output_and_of_other_strides():
-    """The real attention output (whichever SDPA kernel runs) and a [B, H, S, d] that is
+    """The real attention output of q/k/v strided as HF makes them (views of a
+    row-major [B, S, H, d]; whichever SDPA kernel runs) and a [B, H, S, d] that is
     contiguous as it is (the aten route) give the permuted copy."""
-    q, k, v = (torch.randn(2, 4, 33, 64, device="cuda", dtype=torch.float16)
+    q, k, v = (torch.randn(2, 33, 4, 64, device="cuda", dtype=torch.float16).transpose(1, 2)
                for _ in range(3))
     a = torch.nn.functional.scaled_dot_product_attention(q, k, v)
     for heads in (a, a.contiguous()):
