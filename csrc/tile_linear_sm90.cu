@@ -21,7 +21,7 @@
 //      proxy) after the barrier wait.
 //  * warpgroups 1 and 2, consumers (setmaxnreg.inc): wgmma m64nNk16 with both operands
 //    MN-major from shared memory (A = W^T: features contiguous; B = x rows: tokens
-//    contiguous). Cooperative kernels (BM = 256): both work on the same item; BN = 128:
+//    contiguous). Cooperative kernels (BM = 256 or 384): both work on the same item; BN = 128:
 //    consumer c owns features [64c, 64c + 64) x all BM tokens; BN = 64: both own the 64
 //    features and split the tokens. Ping-pong kernels (BM = 128): the two take alternate
 //    items, their main loops ordered by two "turn" mbarriers. Epilogue (bias,
@@ -593,8 +593,19 @@ struct Cfg {
   static constexpr int OUT_BYTES = 2 * 2 * 8192;  // two 8 KB store buffers per consumer
   static constexpr int SMEM = STAGES * STAGE_BYTES + OUT_BYTES + 1024 + (2 * STAGES + 2) * 8;
   static constexpr int NH = PP ? BN / 64 : 1;                     // m64 blocks per warpgroup
-  static constexpr int WG_N = PP || BN == 64 ? (PP ? BM : BM / 2) : BM;  // tokens per wgmma
+  static constexpr int WG_N = PP || BN == 64 ? (PP ? BM : BM / 2) : BM;  // tokens per warpgroup
+  // wgmma N is at most 256: a warpgroup's 384 tokens (BM = 384) are two m64n192 MMAs
+  static constexpr int MMA_N = WG_N > 256 ? WG_N / 2 : WG_N;
   static constexpr int ACC = NH * WG_N / 2;                       // fp32 registers
+  // the producer gathers x in token blocks of GATHER_M (its thread layout needs BM / 8
+  // pieces per row to divide 128 threads: 384-token rows go as three 128-token blocks)
+  static constexpr int GATHER_M = BM > 256 ? 128 : BM;
+  static_assert(BM % GATHER_M == 0 && WG_N % MMA_N == 0, "block shape");
+  // 192 accumulators per consumer thread (BM = 384) need 232 registers there, which
+  // leaves the producer 40 (128 x 40 + 256 x 232 <= 64K); the others keep 56 / 224 (the
+  // producer spilled in its gather loop at 40, bench/NOTES_tile.md round 3)
+  static constexpr int PRODUCER_REGS = ACC > 128 ? 40 : 56;
+  static constexpr int CONSUMER_REGS = ACC > 128 ? 232 : 224;
 };
 
 template <typename T, int BN, int BM, int STAGES, bool PP>
@@ -629,14 +640,20 @@ __global__ void __launch_bounds__(THREADS, 1)
 
   if (tid < 128) {
     // ================================================================ producer
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 56;");
+    // registers: 128 x PRODUCER_REGS + 256 x CONSUMER_REGS <= 64K (Cfg)
+    if constexpr (C::PRODUCER_REGS == 40)
+      asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
+    else
+      asm volatile("setmaxnreg.dec.sync.aligned.u32 56;");
     // Thread (warp w, lane l) copies 16-byte piece q of rows r0 + i * ROWS_PER_PASS,
     // i < PASSES, of every K-step. A warp's threads need only 16 distinct row indices per
     // step: lanes 0..15 load them with one coalesced load, a step AHEAD of their use (the
     // index load is a dependent global load: issued just before the copies, its latency
     // was the producer's cost per step, bench/NOTES_tile.md round 4), and each pass takes
     // its index from the owning lane with a shuffle.
-    constexpr int PIECES = BM / 8;  // 16-byte pieces per gathered x row
+    constexpr int GATHER_M = C::GATHER_M;
+    constexpr int GATHERS = BM / GATHER_M;  // token blocks per gathered row
+    constexpr int PIECES = GATHER_M / 8;    // 16-byte pieces per row of a token block
     constexpr int ROWS_PER_PASS = 128 / PIECES;
     constexpr int PASSES = BK / ROWS_PER_PASS;
     static_assert((32 / PIECES) * PASSES <= 32, "one index per lane and step");
@@ -675,10 +692,16 @@ __global__ void __launch_bounds__(THREADS, 1)
       next_item = it + 1 < last ? p.items[it + 1] : make_int4(0, 0, 0, 0);
       const int start = item.x, k_t = item.y;
       const int n0 = item.z % p.G;
-      const int m = item.w * BM + 8 * q;
-      const int left = p.M - m;
-      const uint32_t m_bytes = left >= 8 ? 16u : (left > 0 ? 2u * left : 0u);
-      const char* xcol = xbytes + 2ll * (left > 0 ? m : 0);
+      // per token block g: the thread's source column and bytes within M
+      uint32_t m_bytes[GATHERS];
+      const char* xcol[GATHERS];
+#pragma unroll
+      for (int g = 0; g < GATHERS; ++g) {
+        const int m = item.w * BM + g * GATHER_M + 8 * q;
+        const int left = p.M - m;
+        m_bytes[g] = left >= 8 ? 16u : (left > 0 ? 2u * left : 0u);
+        xcol[g] = xbytes + 2ll * (left > 0 ? m : 0);
+      }
       for (int k0 = 0; k0 < k_t; k0 += BK) {
         const int idx = ahead;
         // prefetch the next K-step's indices: this item's, or the next item's first
@@ -699,22 +722,30 @@ __global__ void __launch_bounds__(THREADS, 1)
         }
         // Rows past k_t (index -1) are zero-filled, their address clamped to row 0 (a
         // valid one). Pieces wholly inside M copy 16 bytes or zeros (predicate form);
-        // only the M tail needs the byte-count form.
+        // only the M tail needs the byte-count form. Each pass's row index is shuffled
+        // once and serves every token block of the row.
         if (SFX_DIAG_NO_GATHER) {
-        } else if (m_bytes == 16u) {
+        } else if (m_bytes[GATHERS - 1] == 16u) {  // the last block's, so every block's
 #pragma unroll
           for (int i = 0; i < PASSES; ++i) {
             const int row = __shfl_sync(0xffffffffu, idx, src_lane0 + i);
-            const char* src = xcol + static_cast<uint32_t>(max(row, 0)) * row_bytes;
-            cp_async16_or_zero(sB + dst_off[i & 1] + i * ROWS_PER_PASS * 128, src, row < 0);
+            const uint32_t src_off = static_cast<uint32_t>(max(row, 0)) * row_bytes;
+            const uint32_t dst = sB + dst_off[i & 1] + i * ROWS_PER_PASS * 128;
+#pragma unroll
+            for (int g = 0; g < GATHERS; ++g)
+              cp_async16_or_zero(dst + g * (GATHER_M / 64) * CHUNK_BYTES,
+                                 xcol[0] + 2 * g * GATHER_M + src_off, row < 0);
           }
         } else {
 #pragma unroll
           for (int i = 0; i < PASSES; ++i) {
             const int row = __shfl_sync(0xffffffffu, idx, src_lane0 + i);
-            const char* src = xcol + static_cast<uint32_t>(max(row, 0)) * row_bytes;
-            cp_async16(sB + dst_off[i & 1] + i * ROWS_PER_PASS * 128, src,
-                       row >= 0 ? m_bytes : 0u);
+            const uint32_t src_off = static_cast<uint32_t>(max(row, 0)) * row_bytes;
+            const uint32_t dst = sB + dst_off[i & 1] + i * ROWS_PER_PASS * 128;
+#pragma unroll
+            for (int g = 0; g < GATHERS; ++g)
+              cp_async16(dst + g * (GATHER_M / 64) * CHUNK_BYTES, xcol[g] + src_off,
+                         row >= 0 ? m_bytes[g] : 0u);
           }
         }
         // the barrier counts this thread's arrival once all its copies above have landed
@@ -731,7 +762,10 @@ __global__ void __launch_bounds__(THREADS, 1)
     cp_async_wait<0>();
   } else {
     // ================================================================ consumers
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 224;");
+    if constexpr (C::CONSUMER_REGS == 232)
+      asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+    else
+      asm volatile("setmaxnreg.inc.sync.aligned.u32 224;");
     constexpr int WG_N = C::WG_N;
     constexpr int NH = C::NH;
     // warp-uniform by construction (shfl from lane 0), so that ptxas sees the item loop
@@ -789,11 +823,14 @@ __global__ void __launch_bounds__(THREADS, 1)
 #pragma unroll
           for (int h = 0; h < NH; ++h) {
             // 16 K-rows = two 8-row groups of 1024 bytes
-            if (!SFX_DIAG_NO_MMA)
-            Wgmma<WG_N, BF16>::mma(acc + h * (WG_N / 2),
-                                   make_desc(s0 + a_off + h * CHUNK_BYTES + kk * 2048),
-                                   make_desc(s0 + b_off + kk * 2048),
-                                   (ks > 0 || kk > 0) ? 1 : 0, kk < slices);
+#pragma unroll
+            for (int part = 0; part < WG_N / C::MMA_N; ++part)
+              if (!SFX_DIAG_NO_MMA)
+                Wgmma<C::MMA_N, BF16>::mma(
+                    acc + h * (WG_N / 2) + part * (C::MMA_N / 2),
+                    make_desc(s0 + a_off + h * CHUNK_BYTES + kk * 2048),
+                    make_desc(s0 + b_off + part * (C::MMA_N / 64) * CHUNK_BYTES + kk * 2048),
+                    (ks > 0 || kk > 0) ? 1 : 0, kk < slices);
           }
         }
         wgmma_commit();
@@ -897,9 +934,12 @@ static int launch(const Params& p, int grid, cudaStream_t stream) {
 template <typename T>
 static int launch_typed(const Params& p, int block_n, int block_m, int grid,
                         cudaStream_t stream) {
-  // cooperative [BN, 256] items, 4 stages (48 / 40 KB each); ping-pong [BN, 128] items,
-  // 6 / 8 stages (32 / 24 KB each); every kernel also holds 32 KB of store buffers
+  // cooperative [BN, 256] items, 4 stages (48 / 40 KB each); cooperative [128, 384]
+  // items, 3 stages (64 KB each: a weight block serves 1.5x the tokens, so weights move
+  // 2/3 of the L2 bytes, bench/NOTES_tile.md round 23); ping-pong [BN, 128] items, 6 / 8
+  // stages (32 / 24 KB each); every kernel also holds 32 KB of store buffers
   if (block_n == 128 && block_m == 256) return launch<T, 128, 256, 4, false>(p, grid, stream);
+  if (block_n == 128 && block_m == 384) return launch<T, 128, 384, 3, false>(p, grid, stream);
   if (block_n == 64 && block_m == 256) return launch<T, 64, 256, 4, false>(p, grid, stream);
   if (block_n == 128 && block_m == 128) return launch<T, 128, 128, 6, true>(p, grid, stream);
   if (block_n == 64 && block_m == 128) return launch<T, 64, 128, 8, true>(p, grid, stream);

@@ -345,7 +345,7 @@ def sm90_config(block_m):
 
 
 @pytest.mark.parametrize("feature_major", [True, False], ids=["fm", "rm"])
-@pytest.mark.parametrize("block_m", [256, 128], ids=["coop", "pingpong"])
+@pytest.mark.parametrize("block_m", [256, 384, 128], ids=["coop", "coop384", "pingpong"])
 @pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no_bias"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 def test_sm90_layers_run_in_cpp(fastpath, monkeypatch, feature_major, block_m, with_bias,
