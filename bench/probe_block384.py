@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from sparsefx.patterns.tile import unpack_tensors
+from sparsefx.runtime.cuda import sm90_tile
 from sparsefx.runtime.cuda.dispatch import _time_ms, sparse_forward
 from sparsefx.runtime.cuda.plan import get_plan
 from sparsefx.runtime.cuda.triton_tile import TileConfig
@@ -39,7 +40,9 @@ BLOCKS = [(128, 256), (128, 384), (128, 128)]
 
 
 def sm90_config(bm: int) -> TileConfig:
-    return TileConfig(128, bm, 64, 12, 1, group_cb=32, flat=1, impl="sm90")
+    """The sm90 kernel for [128, bm] items, as kernel choice would configure it."""
+    return TileConfig(128, bm, sm90_tile.BLOCK_K, 12, sm90_tile.BLOCKS[(128, bm)],
+                      group_cb=32, flat=1, impl="sm90")
 
 
 def case(M, K, N, sparsity, uneven, rounds, gen):
