@@ -32,15 +32,15 @@ def _sm90():
 DTYPES = [torch.float16, torch.bfloat16]
 ACTS = ["none", "relu", "gelu", "silu"]
 TOL = {torch.float16: 2e-3, torch.bfloat16: 1e-2}
-#: token blocks of the library's kernels: cooperative 256 and 384 (BN = 128 only; not
-#: yet among kernel choice's candidates), ping-pong 128
+#: token blocks of the library's kernels: cooperative 256 and 384 (BN = 128 only),
+#: ping-pong 128
 BLOCK_MS = [256, 384, 128]
 
 
 def sm90_config(G, block_m):
     """The config of the library's kernel for ``block_m``-token items (BN = min(128, G)),
-    built directly: kernel choice's candidate list (dispatch.sm90_configs) does not
-    hold every block shape the library has (the 384-token items are not timed yet)."""
+    built directly: kernel choice's candidate list (dispatch.sm90_configs) holds the
+    384-token items only from M = 8192 on, and the kernel runs any M."""
     from sparsefx.runtime.cuda import sm90_tile
     from sparsefx.runtime.cuda.triton_tile import TileConfig
     bn = min(128, G)
@@ -56,10 +56,12 @@ def test_candidates_are_library_blocks():
     from sparsefx.runtime.cuda.dispatch import sm90_configs
     _sm90()
     for G in (64, 128, 256):
-        cands = sm90_configs(4096, G)
-        assert cands and all(c.impl == "sm90" for c in cands)
-        for c in cands:
-            assert c.block_m in BLOCK_MS and c == sm90_config(G, c.block_m)
+        for M, with_384 in ((4096, False), (8192, G >= 128)):
+            cands = sm90_configs(M, G)
+            assert cands and all(c.impl == "sm90" for c in cands)
+            assert (384 in [c.block_m for c in cands]) == with_384, (M, G)
+            for c in cands:
+                assert c.block_m in BLOCK_MS and c == sm90_config(G, c.block_m)
 
 
 def run_case(M, K, N, G, structure, dtype, activation, with_bias, block_m, gen,

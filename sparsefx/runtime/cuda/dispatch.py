@@ -43,6 +43,7 @@ from sparsefx.runtime.cuda.triton_launch import next_power_of_2
 from sparsefx.runtime.ops import _check_tile_args, _out_shape, apply_activation
 
 #: bump when kernels change so stale on-disk decisions are not reused
+# v18: sm90 candidates include cooperative [128, 384] items from M = 8192 on;
 # v17: row-major layers whose sm90 default is the row-segment epilogue also time the
 # sm90 kernel with direct stores plus the pruned-feature launch (TileConfig.store);
 # v16: the tile kernels' GELU epilogue is a polynomial without erf
@@ -63,7 +64,7 @@ from sparsefx.runtime.ops import _check_tile_args, _out_shape, apply_activation
 # v7: the grid kernel reads its column blocks from a table (TilePlan.blocks_for);
 # v6: two-pass timing in kernel choice; v5: sm90 producer rework and bulk-store
 # epilogue; v4: sm90 CUDA C++ candidates; v3: CUDA graphs
-KERNEL_VERSION = "tile-triton-v17"
+KERNEL_VERSION = "tile-triton-v18"
 CACHE_ENV = "SPARSEFX_CACHE_DIR"
 _SUPPORTED = (torch.float16, torch.bfloat16)
 
@@ -255,16 +256,22 @@ def candidate_configs(M: int, G: int, feature_major: bool) -> list[TileConfig]:
 def sm90_configs(M: int, G: int) -> list[TileConfig]:
     """Candidates of the Hopper CUDA C++ kernel (:mod:`sm90_tile`) when its library
     loads on this GPU (compute capability 9.0) and ``G % 64 == 0``: cooperative
-    [BN, 256] items and ping-pong [BN, 128] items, one persistent CTA per SM. Skipped
-    for M <= 64, where a 128-token block wastes most of the tensor-core work.
-    :func:`decide` keeps whichever candidate measures fastest (bench/NOTES_tile.md
-    rounds 3-4)."""
+    [BN, 256] items, ping-pong [BN, 128] items, and from M = 8192 on cooperative
+    [128, 384] items; one persistent CTA per SM. Skipped for M <= 64, where a 128-token
+    block wastes most of the tensor-core work. :func:`decide` keeps whichever candidate
+    measures fastest (bench/NOTES_tile.md rounds 3-4).
+
+    Why 384-token items only from M = 8192: they reload each weight block 2/3 as often
+    and won by 7-9% at 50% sparsity on the 8192- and 16384-token shapes, tied at 75%
+    and lost at 90%. On every M = 4096 BERT shape they were 7-48% slower (round 23),
+    so timing them there would only lengthen kernel choice."""
     if M <= 64 or G % 64 or not sm90_tile.available():
         return []
     bn = min(128, G)
     return [TileConfig(bn, bm, sm90_tile.BLOCK_K, 12, sm90_tile.BLOCKS[(bn, bm)],
                        group_cb=32, flat=1, impl="sm90")
-            for bm in (256, 128) if sm90_tile.supports(G, bn, bm)]
+            for bm in (256, 384, 128)
+            if sm90_tile.supports(G, bn, bm) and (bm != 384 or M >= 8192)]
 
 
 def with_store_variants(configs: Sequence[TileConfig], plan: TilePlan,

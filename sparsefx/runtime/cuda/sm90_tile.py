@@ -29,8 +29,8 @@ STORE_CODES = {"direct": 0, "bulk": 1, "span": 2}
 DTYPE_CODES = {torch.float16: 0, torch.bfloat16: 1}
 #: (block_n, block_m) -> pipeline stages, as compiled in the library: [BN, 256] and
 #: [128, 384] items shared by both consumer warpgroups (cooperative), [BN, 128] items one
-#: per warpgroup (ping-pong). Kernel choice (dispatch.sm90_configs) times all but the
-#: 384-token items, which have not run on a GPU yet (bench/NOTES_tile.md round 23)
+#: per warpgroup (ping-pong); kernel choice times the 384-token items from M = 8192 on
+#: (dispatch.sm90_configs)
 BLOCKS = {(128, 256): 4, (128, 384): 3, (64, 256): 4, (128, 128): 6, (64, 128): 8}
 BLOCK_K = 64
 
