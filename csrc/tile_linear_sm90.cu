@@ -68,6 +68,9 @@
 #ifndef SFX_DIAG_NO_MMA
 #define SFX_DIAG_NO_MMA 0     // consumers issue no wgmma
 #endif
+#ifndef SFX_DIAG_NO_EPILOGUE
+#define SFX_DIAG_NO_EPILOGUE 0  // consumers skip every epilogue (nothing is written)
+#endif
 #ifndef SFX_DIAG_FP16_ONLY
 #define SFX_DIAG_FP16_ONLY 0  // instantiate only the fp16 kernels (faster variant builds)
 #endif
@@ -854,6 +857,7 @@ __global__ void __launch_bounds__(THREADS, 1)
         if (lane == 0) mbar_arrive(empty(prev));
       }
       if (PP && it + 1 < last) step += (p.items[it + 1].y + BK - 1) / BK;  // partner's item
+      if (SFX_DIAG_NO_EPILOGUE) continue;
       const int tok0 = item.w * BM + (!PP && BN == 64 ? ci * WG_N : 0);
 #pragma unroll
       for (int h = 0; h < NH; ++h) {
